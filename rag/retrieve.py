@@ -1,0 +1,171 @@
+"""Hybrid retrieval: dense (Chroma) + BM25, fused, optionally reranked, grouped from chunks to papers."""
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from llama_index.core import VectorStoreIndex
+from llama_index.core.base.base_retriever import BaseRetriever
+from llama_index.core.base.embeddings.base import BaseEmbedding
+from llama_index.core.llms import MockLLM
+from llama_index.core.postprocessor.types import BaseNodePostprocessor
+from llama_index.core.retrievers import QueryFusionRetriever
+from llama_index.core.retrievers.fusion_retriever import FUSION_MODES
+from llama_index.core.schema import NodeWithScore, QueryBundle
+from llama_index.core.vector_stores.types import FilterOperator, MetadataFilter, MetadataFilters
+from llama_index.retrievers.bm25 import BM25Retriever
+from llama_index.vector_stores.chroma import ChromaVectorStore
+
+from rag import keyword_index
+from rag.errors import BadInput
+from rag.models import build_embedder
+from rag.settings import Settings
+from rag.store import collection_name, connect, open_collection
+
+Mode = Literal["hybrid", "dense", "bm25"]
+MODES: tuple[Mode, ...] = ("hybrid", "dense", "bm25")
+_FUSION = {
+    "rrf": FUSION_MODES.RECIPROCAL_RANK,
+    "relative_score": FUSION_MODES.RELATIVE_SCORE,
+    "dist_based_score": FUSION_MODES.DIST_BASED_SCORE,
+}
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Metadata restrictions; papers without the field (no year, no categories) never match a restriction."""
+
+    year_from: int | None = None
+    year_to: int | None = None
+    categories: tuple[str, ...] = ()
+
+    def to_llama(self) -> MetadataFilters | None:
+        filters: list[MetadataFilter | MetadataFilters] = []
+        if self.year_from is not None:
+            filters.append(MetadataFilter(key="year", value=self.year_from, operator=FilterOperator.GTE))
+        if self.year_to is not None:
+            filters.append(MetadataFilter(key="year", value=self.year_to, operator=FilterOperator.LTE))
+        filters += [MetadataFilter(key=f"cat:{c}", value=1, operator=FilterOperator.EQ) for c in self.categories]
+        return MetadataFilters(filters=filters) if filters else None
+
+
+@dataclass
+class Hit:
+    """One paper in a result list; ``text`` is its best-matching chunk."""
+
+    rank: int
+    paper_id: str
+    title: str
+    score: float
+    text: str
+    metadata: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def as_json(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k != "metadata"}
+
+
+class KeywordRetriever(BM25Retriever):
+    """BM25 that returns only documents sharing a term with the query.
+
+    bm25s fills its top-k with zero-score documents, including ones a filter masked out; those are not matches.
+    """
+
+    def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        return [node for node in super()._retrieve(query_bundle) if (node.score or 0.0) > 0.0]
+
+
+def check_question(question: str, settings: Settings) -> str:
+    """Reject empty or over-long questions with a message that names the limit."""
+    question = question.strip()
+    if not question:
+        raise BadInput("the question is empty")
+    limit = settings.limits.max_question_chars
+    if len(question) > limit:
+        raise BadInput(
+            f"the question is {len(question):,} characters; the limit is {limit:,} (limits.max_question_chars)"
+        )
+    return question
+
+
+def build_rerankers(settings: Settings) -> list[BaseNodePostprocessor]:
+    """Postprocessors applied after fusion; empty until a reranker model ships (``retrieval.reranker``)."""
+    return []
+
+
+class PaperRetriever:
+    """Searches one collection. Models and indexes load once; ``search`` is cheap and thread-safe to call."""
+
+    def __init__(self, settings: Settings, embedder: BaseEmbedding | None = None) -> None:
+        self.settings = settings
+        name = collection_name(settings)
+        collection = open_collection(connect(settings), name, create=False)
+        if collection is None or collection.count() == 0:
+            raise BadInput(f"collection {settings.collection!r} is empty: run `rag ingest` first")
+        self.embedder = embedder or build_embedder(settings)
+        self.index = VectorStoreIndex.from_vector_store(
+            ChromaVectorStore(chroma_collection=collection), embed_model=self.embedder
+        )
+        bm25 = keyword_index.load(collection, keyword_index.index_dir(settings.data_path, name))
+        assert bm25 is not None
+        self.bm25 = bm25
+        self.rerankers = build_rerankers(settings)
+
+    def _retriever(self, mode: Mode, filters: MetadataFilters | None) -> BaseRetriever:
+        candidates = self.settings.retrieval.candidates
+        dense = self.index.as_retriever(similarity_top_k=candidates, filters=filters)
+        sparse = KeywordRetriever(
+            existing_bm25=self.bm25.bm25,
+            similarity_top_k=min(candidates, len(self.bm25.corpus)),
+            filters=filters,
+        )
+        if mode == "dense":
+            return dense
+        if mode == "bm25":
+            return sparse
+        weight = self.settings.retrieval.dense_weight
+        return QueryFusionRetriever(
+            [dense, sparse],
+            llm=MockLLM(),  # never called: num_queries=1 means no generated query variants
+            mode=_FUSION[self.settings.retrieval.fusion],
+            similarity_top_k=2 * candidates,
+            num_queries=1,
+            use_async=False,
+            retriever_weights=[weight, 1 - weight],
+        )
+
+    def search(
+        self, question: str, k: int | None = None, mode: Mode = "hybrid", filters: Filters | None = None
+    ) -> list[Hit]:
+        """The top ``k`` papers for the question, best first."""
+        question = check_question(question, self.settings)
+        k = k or self.settings.retrieval.top_k
+        llama_filters = filters.to_llama() if filters else None
+        try:
+            nodes = self._retriever(mode, llama_filters).retrieve(question)
+        except ValueError as error:
+            if "filtered out" in str(error):  # BM25Retriever's way of saying no paper matches the filters
+                return []
+            raise
+        for reranker in self.rerankers:
+            nodes = reranker.postprocess_nodes(nodes, query_bundle=QueryBundle(question))
+        return group_by_paper(nodes, k)
+
+
+def group_by_paper(nodes: list[NodeWithScore], k: int) -> list[Hit]:
+    """Collapse chunks to papers, keeping each paper's best chunk and score."""
+    hits: dict[str, Hit] = {}
+    for node in sorted(nodes, key=lambda n: n.score or 0.0, reverse=True):
+        meta = node.node.metadata
+        paper_id = str(meta.get("paper_id"))
+        if paper_id in hits:
+            continue
+        hits[paper_id] = Hit(
+            rank=len(hits) + 1,
+            paper_id=paper_id,
+            title=str(meta.get("title", "")),
+            score=round(float(node.score or 0.0), 6),
+            text=node.node.get_content(),
+            metadata=dict(meta),
+        )
+        if len(hits) == k:
+            break
+    return list(hits.values())

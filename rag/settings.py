@@ -1,0 +1,99 @@
+"""One typed settings object; defaults come from ``config/default.toml`` and nowhere else."""
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = PROJECT_DIR / "config" / "default.toml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ChromaSettings(_Section):
+    server_url: str
+    connect_timeout_s: float = Field(gt=0)
+
+
+class EmbeddingSettings(_Section):
+    batch_size: int = Field(ge=1)
+    max_tokens: int = Field(ge=8, le=512)
+    threads: int = Field(ge=0)
+
+
+class OpenAISettings(_Section):
+    base_url: str
+    embedding_model: str
+    timeout_s: float = Field(gt=0)
+
+
+class ChunkingSettings(_Section):
+    chunk_size: int = Field(ge=32)
+    chunk_overlap: int = Field(ge=0)
+
+
+class IngestSettings(_Section):
+    batch_papers: int = Field(ge=1)
+
+
+class RetrievalSettings(_Section):
+    top_k: int = Field(ge=1)
+    candidates: int = Field(ge=1)
+    fusion: Literal["rrf", "relative_score", "dist_based_score"]
+    dense_weight: float = Field(ge=0, le=1)
+    reranker: Literal["none"]
+
+
+class LimitSettings(_Section):
+    max_question_chars: int = Field(ge=1)
+
+
+class Settings(BaseSettings):
+    """Everything configurable. Layers: default.toml < $RAG_CONFIG < RAG_* env < constructor (CLI flags)."""
+
+    model_config = SettingsConfigDict(env_prefix="RAG_", env_nested_delimiter="__", extra="forbid")
+
+    data_dir: str
+    collection: str
+    provider: Literal["local", "openai"]
+    chroma: ChromaSettings
+    embedding: EmbeddingSettings
+    openai: OpenAISettings
+    chunking: ChunkingSettings
+    ingest: IngestSettings
+    retrieval: RetrievalSettings
+    limits: LimitSettings
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        user_config = os.environ.get("RAG_CONFIG")
+        if user_config:
+            path = Path(user_config)
+            if not path.is_file():
+                raise FileNotFoundError(f"RAG_CONFIG={user_config}: no such file")
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        sources.append(TomlConfigSettingsSource(settings_cls, toml_file=DEFAULT_CONFIG))
+        return tuple(sources)
+
+    @property
+    def data_path(self) -> Path:
+        """The resolved data directory (created on demand by the store)."""
+        return Path(self.data_dir).expanduser().resolve() if self.data_dir else PROJECT_DIR / "data"

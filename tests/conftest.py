@@ -1,0 +1,111 @@
+"""Shared fixtures: isolated data folders, the bundled corpus ingested once, corpus-file builders, the CLI."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rag.corpus import BUNDLED_CORPUS
+from rag.ingest import ingest
+from rag.settings import Settings
+
+RAG = str(Path(sys.executable).with_name("rag"))
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test gets its own data folder and no stray configuration."""
+    for key in list(os.environ):
+        if key.startswith("RAG_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("RAG_DATA_DIR", str(tmp_path / "data"))
+
+
+def make_settings(data_dir: Path, **overrides: Any) -> Settings:
+    return Settings(data_dir=str(data_dir), **overrides)
+
+
+@pytest.fixture(scope="session")
+def bundled_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data folder holding the bundled corpus, ingested once for the whole run (read-only for tests)."""
+    data_dir = tmp_path_factory.mktemp("bundled")
+    report = ingest(BUNDLED_CORPUS, "auto", make_settings(data_dir), progress=False)
+    assert report.papers == 231
+    return data_dir
+
+
+def write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
+    return path
+
+
+def synthetic_papers(count: int, start: int = 0) -> list[dict[str, Any]]:
+    """Distinct small papers with ids, years and categories, for ingest and filter tests."""
+    topics = ["graph neural networks", "protein folding", "speech recognition", "reinforcement learning"]
+    return [
+        {
+            "id": f"syn-{i}",
+            "title": f"Study {i} of {topics[i % 4]}",
+            "abstract": f"We study {topics[i % 4]} in setting number {i}. Results improve the baseline by {i % 17} points.",
+            "year": 2015 + i % 10,
+            "categories": ["cs.LG", ["cs.CL", "q-bio.BM", "eess.AS", "cs.AI"][i % 4]],
+        }
+        for i in range(start, start + count)
+    ]
+
+
+def run_rag(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """The installed console script, as a user runs it."""
+    return subprocess.run(
+        [RAG, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def chroma_server(tmp_path: Path) -> Iterator[str]:
+    """A real `chroma run` server on a free loopback port; yields its URL."""
+    import time
+
+    import httpx
+
+    port = free_port()
+    log = (tmp_path / "chroma.log").open("w")
+    process = subprocess.Popen(
+        [str(Path(sys.executable).with_name("chroma")), "run", "--path", str(tmp_path / "server"),
+         "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/api/v2/heartbeat", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    else:
+        process.kill()
+        pytest.fail(f"chroma run did not answer on {url}: {(tmp_path / 'chroma.log').read_text()[-2000:]}")
+    yield url
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
