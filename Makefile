@@ -40,7 +40,7 @@ bench: install
 	$(BIN)/python eval/bench_speed.py
 
 lock:
-	$(BIN)/python -m pip freeze --exclude-editable > requirements.lock.new && mv requirements.lock.new requirements.lock
+	(head -2 requirements.lock; $(BIN)/python -m pip freeze --exclude-editable; $(BIN)/python -m pip freeze --all | grep ^setuptools==) > requirements.lock.new && mv requirements.lock.new requirements.lock
 
 clean:
 	rm -rf $(VENV) data

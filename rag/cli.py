@@ -138,10 +138,11 @@ def search(
     settings = load_settings(collection)
     if question is not None:
         check_question(question, settings)  # before loading models: bad input fails fast
+    questions = list(read_batch(batch)) if batch is not None else []  # validated before models load
     papers = PaperRetriever(settings)
     filters = Filters(year_from, year_to, categories)
     if batch is not None:
-        for qid, text in read_batch(batch):
+        for qid, text in questions:
             hits = papers.search(text, k, retriever, filters)  # type: ignore[arg-type]
             emit({"id": qid, "results": [hit.as_json() for hit in hits]})
         return

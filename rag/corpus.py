@@ -287,7 +287,8 @@ def sniff_format(path: Path) -> str:
     with path.open("rb") as handle:
         head = handle.read(65_536)
     if b"\x00" in head:
-        raise CorpusError(path, "binary data (NUL byte), not a text corpus")
+        line = head[: head.index(b"\x00")].count(b"\n") + 1
+        raise CorpusError(path, "binary data (NUL byte), not a text corpus", line)
     first = next((line for line in head.decode("utf-8", errors="replace").splitlines() if line.strip()), None)
     if first is None:
         raise CorpusError(path, "empty file (only blank lines)")

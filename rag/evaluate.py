@@ -114,7 +114,13 @@ def evaluate_retrieval(
         ingest(path, "beir", settings)
     else:
         questions = load_question_set(path)
-    retriever = PaperRetriever(settings)
+    return score_retrievers(PaperRetriever(settings), questions, modes, k, by_id=beir)
+
+
+def score_retrievers(
+    retriever: PaperRetriever, questions: list[Question], modes: list[str], k: int, by_id: bool
+) -> dict[str, Any]:
+    """Metrics of each mode on the questions with gold papers; papers match by id (BEIR) or normalised title."""
     report: dict[str, Any] = {}
     for mode in modes:
         rows: list[tuple[Question, dict[str, float]]] = []
@@ -125,10 +131,10 @@ def evaluate_retrieval(
             started = time.perf_counter()
             hits = retriever.search(question.text, max(k, DEPTH), mode)  # type: ignore[arg-type]
             latencies.append(time.perf_counter() - started)
-            ranked = [hit.paper_id if beir else normalise_title(hit.title) for hit in hits]
+            ranked = [hit.paper_id if by_id else normalise_title(hit.title) for hit in hits]
             rows.append((question, paper_metrics(ranked, question.gold, k)))
         if not rows:
-            raise BadInput(f"{path}: no question has gold papers to score")
+            raise BadInput("no question has gold papers to score")
         by_type: dict[str, list[dict[str, float]]] = defaultdict(list)
         for question, scores in rows:
             by_type[question.type].append(scores)

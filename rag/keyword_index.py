@@ -9,6 +9,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from bm25s.stopwords import STOPWORDS_EN
 from chromadb.api.models.Collection import Collection
 from llama_index.core.schema import BaseNode
 from llama_index.core.vector_stores.utils import metadata_dict_to_node
@@ -17,6 +18,14 @@ from llama_index.retrievers.bm25 import BM25Retriever
 from rag.store import iter_records
 
 STATE_FILE = "rag_state.json"
+# Words that every abstract and every "which papers …" question uses: as query terms they only add noise.
+SCHOLARLY_STOPWORDS = (  # noqa: SIM905 - a word list reads best as words
+    "paper papers work works study studies studied propose proposed proposes approach approaches method methods "
+    "discuss discusses show shows present presents research researchers result results"
+).split()
+STOPWORDS = [*STOPWORDS_EN, *SCHOLARLY_STOPWORDS]
+# Bump when tokenisation changes, so indexes built the old way are rebuilt.
+TOKENIZER_VERSION = "en+scholarly-1"
 
 
 def index_dir(data_path: Path, physical_collection: str) -> Path:
@@ -37,10 +46,14 @@ def rebuild(collection: Collection, folder: Path) -> BM25Retriever | None:
     if not nodes:
         shutil.rmtree(folder, ignore_errors=True)
         return None
-    retriever = BM25Retriever.from_defaults(nodes=nodes, similarity_top_k=min(100, len(nodes)))
+    retriever = BM25Retriever.from_defaults(
+        nodes=nodes,
+        similarity_top_k=min(100, len(nodes)),
+        language=STOPWORDS,  # type: ignore[arg-type]  # passed through to bm25s, which takes a list too
+    )
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder.parent))
     retriever.persist(str(staging))
-    (staging / STATE_FILE).write_text(json.dumps({"rows": len(nodes)}))
+    (staging / STATE_FILE).write_text(json.dumps({"rows": len(nodes), "tokenizer": TOKENIZER_VERSION}))
     retired = folder.with_name(folder.name + ".old")
     shutil.rmtree(retired, ignore_errors=True)
     if folder.exists():
@@ -56,11 +69,11 @@ def in_step(collection: Collection, folder: Path) -> bool:
         state = json.loads((folder / STATE_FILE).read_text())
     except (OSError, ValueError):
         return False
-    return bool(state.get("rows") == collection.count())
+    return bool(state.get("rows") == collection.count() and state.get("tokenizer") == TOKENIZER_VERSION)
 
 
 def load(collection: Collection, folder: Path) -> BM25Retriever | None:
     """The persisted index, rebuilt first when it is missing or out of step with Chroma."""
     if not in_step(collection, folder):
         return rebuild(collection, folder)
-    return BM25Retriever.from_persist_dir(str(folder))
+    return BM25Retriever.from_persist_dir(str(folder), show_progress=False)

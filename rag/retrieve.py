@@ -109,8 +109,9 @@ class PaperRetriever:
         self.bm25 = bm25
         self.rerankers = build_rerankers(settings)
 
-    def _retriever(self, mode: Mode, filters: MetadataFilters | None) -> BaseRetriever:
-        candidates = self.settings.retrieval.candidates
+    def _retriever(self, mode: Mode, k: int, filters: MetadataFilters | None) -> BaseRetriever:
+        # enough chunks that grouping them to papers still leaves k papers
+        candidates = max(self.settings.retrieval.candidates, 2 * k)
         dense = self.index.as_retriever(similarity_top_k=candidates, filters=filters)
         sparse = KeywordRetriever(
             existing_bm25=self.bm25.bm25,
@@ -140,7 +141,7 @@ class PaperRetriever:
         k = k or self.settings.retrieval.top_k
         llama_filters = filters.to_llama() if filters else None
         try:
-            nodes = self._retriever(mode, llama_filters).retrieve(question)
+            nodes = self._retriever(mode, k, llama_filters).retrieve(question)
         except ValueError as error:
             if "filtered out" in str(error):  # BM25Retriever's way of saying no paper matches the filters
                 return []

@@ -42,7 +42,10 @@ def connect(settings: Settings) -> ClientAPI:
         )
         client.heartbeat()
     except Exception as error:  # chromadb raises several types for an unreachable server
-        raise ServiceUnavailable(f"Chroma server at {url} is not answering ({type(error).__name__})") from None
+        raise ServiceUnavailable(
+            f"Chroma server at {url} is not answering ({type(error).__name__}); start it with "
+            "`chroma run --path DIR --host HOST --port PORT` or unset chroma.server_url"
+        ) from None
     return client
 
 

@@ -100,7 +100,7 @@ def test_ids_and_titles_normalise() -> None:
     [
         ("empty.txt", b"", "auto", "{path}: empty file"),
         ("blank.txt", b"\n \n", "auto", "{path}: empty file (only blank lines)"),
-        ("binary.bin", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "auto", "{path}: binary data (NUL byte), not a text corpus"),
+        ("binary.bin", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "auto", "{path}:3: binary data (NUL byte), not a text corpus"),
         ("latin1.txt", "Title\nAbstract caf\xe9\n".encode("latin-1"), "seed", "{path}:2: not UTF-8 text (byte 12 of the line)"),
         ("bad.jsonl", b'{"title": "A", "abstract": "B"}\n{"title": oops}\n', "auto", "{path}:2: not valid JSON (Expecting value)"),
         ("notitle.jsonl", b'{"title": "A", "abstract": "B"}\n\n{"abstract": "C"}\n', "jsonl", "{path}:3: record has no title"),
