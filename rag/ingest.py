@@ -13,6 +13,7 @@ from typing import Any, cast
 
 import tiktoken
 from chromadb.api.types import Where
+from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.node_parser import SentenceSplitter
 from llama_index.core.schema import BaseNode, MetadataMode, TextNode
 from llama_index.vector_stores.chroma import ChromaVectorStore
@@ -110,7 +111,7 @@ def ingest(path: Path, fmt: str, settings: Settings, progress: bool = True) -> I
         total += 1
         ids.add(paper.paper_id)
 
-    embedder = build_embedder(settings)
+    embedder: BaseEmbedding | None = None  # loaded only when something needs embedding: re-ingests stay fast
     splitter = make_splitter(settings)
     name = collection_name(settings)
     collection = open_collection(connect(settings), name, create=True)
@@ -139,6 +140,7 @@ def ingest(path: Path, fmt: str, settings: Settings, progress: bool = True) -> I
             chunks += len(nodes)
             added += 1
         if todo:
+            embedder = embedder or build_embedder(settings)
             vectors = embedder.get_text_embedding_batch([n.get_content(MetadataMode.EMBED) for n in todo])
             for node, vector in zip(todo, vectors, strict=True):
                 node.embedding = vector

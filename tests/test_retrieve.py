@@ -39,7 +39,7 @@ def test_hybrid_fuses_both_rankings(bundled: PaperRetriever) -> None:
     hybrid = bundled.search(question, k=5, mode="hybrid")
     assert set(dense[:3]) | set(sparse[:3]) >= {hybrid[0].paper_id}
     assert hybrid[0].paper_id in dense and hybrid[0].paper_id in sparse
-    assert hybrid[0].score > 1 / 61  # reciprocal-rank scores add up across retrievers
+    assert hybrid[0].score > 0.5  # each retriever adds at most half of a min-max normalised score
 
 
 def test_unrelated_questions_still_return_ranked_papers(bundled: PaperRetriever) -> None:

@@ -28,7 +28,7 @@ def test_config_file_then_environment_then_arguments(tmp_path: Path, monkeypatch
     monkeypatch.setenv("RAG_RETRIEVAL__CANDIDATES", "9")
     settings = Settings()
     assert (settings.collection, settings.retrieval.top_k, settings.retrieval.candidates) == ("mine", 3, 9)
-    assert settings.retrieval.fusion == "rrf"  # untouched keys keep their defaults
+    assert settings.retrieval.fusion == "relative_score"  # untouched keys keep their defaults
     assert Settings(collection="flag").collection == "flag"
     assert Settings().data_path == tmp_path / "data"
 
