@@ -52,7 +52,7 @@ def rebuild(collection: Collection, folder: Path) -> BM25Retriever | None:
         language=STOPWORDS,  # type: ignore[arg-type]  # passed through to bm25s, which takes a list too
     )
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder.parent))
-    retriever.persist(str(staging))
+    retriever.persist(str(staging), show_progress=False)
     (staging / STATE_FILE).write_text(json.dumps({"rows": len(nodes), "tokenizer": TOKENIZER_VERSION}))
     retired = folder.with_name(folder.name + ".old")
     shutil.rmtree(retired, ignore_errors=True)
