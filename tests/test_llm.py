@@ -1,0 +1,113 @@
+"""Chat models for real: the bundled GGUF in-process, llama.cpp's OpenAI-compatible server through `openai`,
+a server that is down, and a model file that fails its hash."""
+
+import json
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from rag.local_models import verified_model
+from rag.settings import Settings
+from tests.conftest import free_port, run_rag
+
+QUESTION = "How does KDEformer approximate attention?"
+
+
+@pytest.fixture(scope="module")
+def model_file() -> Path:
+    return verified_model(Settings().models_path, Settings().llm.local_model)
+
+
+def check_contract(payload: dict[str, object]) -> None:
+    answer = str(payload["answer"])
+    citations = payload["citations"]
+    sources = payload["sources"]
+    assert isinstance(citations, list) and isinstance(sources, list)
+    assert {int(n) for n in re.findall(r"\[(\d+)\]", answer)} == {c["n"] for c in citations}
+    assert {c["paper_id"] for c in citations} <= {s["paper_id"] for s in sources}
+
+
+def test_one_answer_from_the_real_local_model(model_file: Path, bundled_data: Path) -> None:
+    result = run_rag("ask", QUESTION, "--json", env={"RAG_DATA_DIR": str(bundled_data)})
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(result.stdout)
+    check_contract(payload)
+    assert payload["notice"] is None and payload["prompt_tokens"] > 50
+    assert payload["citations"][0]["title"].startswith("KDEformer")
+    assert len(payload["answer"]) > 40
+
+
+@pytest.fixture(scope="module")
+def llama_server(model_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """llama.cpp's own OpenAI-compatible server on a free loopback port."""
+    port = free_port()
+    log = (tmp_path_factory.mktemp("llama") / "server.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(model_file), "--host", "127.0.0.1",
+         "--port", str(port), "--n_ctx", "4096", "--model_alias", "local-qwen"],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/models", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    else:
+        process.kill()
+        pytest.fail("llama_cpp.server did not start")
+    yield url
+    process.terminate()
+    process.wait(timeout=20)
+
+
+def test_the_openai_provider_against_llama_cpp_server(llama_server: str, bundled_data: Path) -> None:
+    env = {
+        "RAG_DATA_DIR": str(bundled_data),
+        "RAG_LLM__PROVIDER": "openai",
+        "RAG_EMBEDDING__PROVIDER": "local",
+        "RAG_OPENAI__BASE_URL": llama_server,
+        "RAG_OPENAI__CHAT_MODEL": "local-qwen",
+        "OPENAI_API_KEY": "sk-local-test-key",
+    }
+    result = run_rag("ask", QUESTION, "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(result.stdout)
+    check_contract(payload)
+    assert payload["notice"] is None
+    assert "sk-local-test-key" not in result.stdout + result.stderr
+
+
+def test_a_chat_server_that_is_down_gives_the_evidence_and_a_notice(bundled_data: Path) -> None:
+    env = {
+        "RAG_DATA_DIR": str(bundled_data),
+        "RAG_LLM__PROVIDER": "openai",
+        "RAG_EMBEDDING__PROVIDER": "local",
+        "RAG_OPENAI__BASE_URL": f"http://127.0.0.1:{free_port()}/v1",
+        "RAG_OPENAI__TIMEOUT_S": "5",
+    }
+    result = run_rag("ask", QUESTION, "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(result.stdout)
+    check_contract(payload)
+    assert "is not reachable" in payload["notice"]
+    assert payload["citations"] and "Traceback" not in result.stderr
+
+
+def test_a_model_file_that_fails_its_hash_is_not_loaded(tmp_path: Path, bundled_data: Path) -> None:
+    name = Settings().llm.local_model
+    fake = tmp_path / Path(verified_model(Settings().models_path, name)).name
+    fake.write_bytes(b"GGUF but not the real weights")
+    env = {"RAG_DATA_DIR": str(bundled_data), "RAG_LLM__MODELS_DIR": str(tmp_path)}
+    result = run_rag("ask", QUESTION, "--json", env=env)
+    assert result.returncode == 0
+    assert "is not the published" in result.stderr and "answering from the evidence alone" in result.stderr
+    check_contract(json.loads(result.stdout))
