@@ -338,6 +338,35 @@ def eval_retrieval(path: Path, retriever: str, k: int, split: str, collection: s
         click.echo(format_table(report))
 
 
+@eval.command("answers")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--provider", "providers", multiple=True, type=click.Choice(["local", "openai", "none"]),
+              help="Providers to compare (repeatable; default: the configured one, then none).")  # fmt: skip
+@click.option("--limit", type=int, default=None, help="Only the first N questions.")
+@collection_option
+@json_option
+@handle_errors
+def eval_answers(
+    path: Path, providers: tuple[str, ...], limit: int | None, collection: str | None, as_json: bool
+) -> None:
+    """Score answers on a question set: citation precision/recall, key facts, refusals, latency."""
+    from rag.evaluate import evaluate_answers
+
+    if not path.is_file():
+        raise BadInput(f"{path}: no such file")
+    configured = load_settings(collection).llm.provider
+    chosen = providers or tuple(dict.fromkeys([configured, "none"]))
+    report = {name: evaluate_answers(path, load_settings(collection, name), limit) for name in chosen}
+    if as_json:
+        emit(report)
+        return
+    keys = [key for key in next(iter(report.values())) if key not in ("provider", "model")]
+    click.echo("| provider | model | " + " | ".join(keys) + " |")
+    click.echo("|---|---|" + "---|" * len(keys))
+    for name, result in report.items():
+        click.echo(f"| {name} | {result['model'] or '—'} | " + " | ".join(str(result[k]) for k in keys) + " |")
+
+
 def main() -> None:
     cli()
 

@@ -160,3 +160,76 @@ def format_table(report: dict[str, Any]) -> str:
             latency = result["latency_p50_ms"] if kind == "all" else ""
             lines.append(f"| {mode} | {kind} | {scores['questions']} | {values} | {latency} |")
     return "\n".join(lines)
+
+
+@dataclass
+class AnswerRecord:
+    question: Question
+    key_facts: list[str]
+    answer: dict[str, Any]
+    evidence_s: float
+    first_token_s: float | None
+    total_s: float
+
+
+def evaluate_answers(path: Path, settings: Settings, limit: int | None = None) -> dict[str, Any]:
+    """Answer every question in a question set and score citations, refusals and key facts, with timings."""
+    from rag.answer import Answer, answer_stream
+    from rag.evidence import EvidenceFinder
+    from rag.llm import build_chat_model
+
+    questions = load_question_set(path)[:limit]
+    facts = {
+        str(record["id"]): list(record.get("key_facts", []))
+        for record in map(json.loads, path.read_text(encoding="utf-8").splitlines())
+        if record
+    }
+    finder = EvidenceFinder(settings)
+    model = build_chat_model(settings)
+    records = []
+    for question in questions:
+        started = time.perf_counter()
+        evidence = finder.find(question.text)
+        evidence_s = time.perf_counter() - started
+        first: float | None = None
+        for item in answer_stream(evidence, model, settings.llm.max_answer_tokens):
+            if isinstance(item, Answer):
+                answer = item.as_json()
+            elif first is None:
+                first = time.perf_counter() - started
+        records.append(AnswerRecord(question, facts.get(question.id, []), answer, evidence_s, first,
+                                    time.perf_counter() - started))  # fmt: skip
+    return score_answers(records) | {"provider": settings.llm.provider, "model": model.name if model else None}
+
+
+def score_answers(records: list[AnswerRecord]) -> dict[str, Any]:
+    """Citation precision/recall, key-fact recall, refusal accuracy, and latency medians."""
+    precision, recall, facts, refusal = [], [], [], []
+    for record in records:
+        gold, answer = record.question.gold, record.answer
+        refusal.append(float(answer["refused"] == (not gold)))
+        cited = {normalise_title(c["title"]) for c in answer["citations"]}
+        if gold and cited:
+            precision.append(len(cited & gold) / len(cited))
+        if gold:
+            recall.append(len(cited & gold) / len(gold))
+            text = answer["answer"].lower()
+            if record.key_facts:
+                facts.append(sum(fact.lower() in text for fact in record.key_facts) / len(record.key_facts))
+
+    def median(values: list[float]) -> float | None:
+        return round(statistics.median(values), 2) if values else None
+
+    answered = [r for r in records if not r.answer["refused"]]
+    return {
+        "questions": len(records),
+        "citation_precision": round(statistics.fmean(precision), 4) if precision else None,
+        "citation_recall": round(statistics.fmean(recall), 4) if recall else None,
+        "key_fact_recall": round(statistics.fmean(facts), 4) if facts else None,
+        "refusal_accuracy": round(statistics.fmean(refusal), 4),
+        "evidence_s_p50": median([r.evidence_s for r in records]),
+        "first_token_s_p50": median([r.first_token_s for r in answered if r.first_token_s is not None]),
+        "answer_s_p50": median([r.total_s for r in answered]),
+        "prompt_tokens_p50": median([r.answer["prompt_tokens"] for r in answered if r.answer["prompt_tokens"]]),
+        "notices": sum(bool(r.answer["notice"]) for r in records),
+    }
