@@ -1,8 +1,9 @@
 """Grounded answers: evidence → compact prompt within a token budget → streamed reply → verified citations.
 
 The model only phrases the answer. What it may cite is fixed by the evidence, every [n] it writes is checked against
-the sources, a sentence without a valid citation is marked, and sources it left out are appended, so every admitted
-paper is cited whatever the model does. Without a model (or when it fails) the answer is built from the evidence.
+the sources, a sentence without a valid citation is marked, and the quoted evidence of every admitted paper follows
+the synthesis, so every admitted paper is cited — and checkable — whatever the model does. Without a model (or when
+it fails) the answer is the evidence alone.
 """
 
 import re
@@ -106,23 +107,22 @@ def verified_stream(pieces: Iterator[str], sources: list[Source]) -> Iterator[tu
         yield verify_sentence(buffer, valid)
 
 
+def evidence_block(evidence: Evidence) -> str:
+    """Every admitted source with its quoted sentences: what the answer rests on, checkable line by line."""
+    lines = [f'[{s.n}] {s.title}: "{" ".join(s.sentences)}"' for s in evidence.sources]
+    return "Evidence:\n" + "\n".join(lines)
+
+
 def evidence_only(evidence: Evidence) -> str:
-    """An answer built from the evidence alone: each source's best sentence, cited."""
+    """An answer built from the evidence alone (no model, or the model failed)."""
     if evidence.refused:
         return refusal_text(evidence)
-    lines = [f"{len(evidence.sources)} paper(s) in the corpus bear on this question:"]
-    lines += [f"{source.title}: {source.sentences[0]} [{source.n}]" for source in evidence.sources if source.sentences]
-    return "\n".join(lines)
+    return f"{len(evidence.sources)} paper(s) in the corpus bear on this question.\n\n" + evidence_block(evidence)
 
 
 def refusal_text(evidence: Evidence) -> str:
     nearest = "; ".join(source.title for source in evidence.nearest) or "none"
     return f"The corpus does not cover this question. Closest papers (not answering): {nearest}."
-
-
-def uncited_note(sources: list[Source], cited: list[int]) -> str:
-    missing = [source for source in sources if source.n not in cited]
-    return "Also relevant: " + "; ".join(f"{s.title} [{s.n}]" for s in missing) + "." if missing else ""
 
 
 def answer_stream(evidence: Evidence, model: ChatModel | None, max_answer_tokens: int) -> Iterator[str | Answer]:
@@ -151,9 +151,8 @@ def answer_stream(evidence: Evidence, model: ChatModel | None, max_answer_tokens
         yield "\n" + text
         yield Answer(evidence.question, text, evidence, [s.n for s in evidence.sources], notice, prompt_tokens)
         return
-    note = uncited_note(evidence.sources, cited)
-    if note:
-        yield "\n" + note
-        cited += [source.n for source in evidence.sources if source.n not in cited]
-    text = " ".join(sentences) + ("\n" + note if note else "")
-    yield Answer(evidence.question, text, evidence, cited, notice, prompt_tokens)
+    # The evidence block cites every admitted source, including any the model left out.
+    block = evidence_block(evidence)
+    yield "\n\n" + block
+    cited += [source.n for source in evidence.sources if source.n not in cited]
+    yield Answer(evidence.question, " ".join(sentences) + "\n\n" + block, evidence, cited, notice, prompt_tokens)

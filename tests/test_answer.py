@@ -73,7 +73,8 @@ def test_every_source_is_cited_even_when_the_model_skips_one() -> None:
     answer = finish(Evidence("q", SOURCES, []), ScriptedModel("Paper one reports a first finding [1]."))
     payload = answer.as_json()
     assert [c["n"] for c in payload["citations"]] == [1, 2]
-    assert "Also relevant: Paper two [2]." in payload["answer"]
+    assert payload["answer"].startswith("Paper one reports a first finding [1].\n\nEvidence:\n")
+    assert '[2] Paper two: "Other."' in payload["answer"]
     assert set(map(int, re.findall(r"\[(\d+)\]", payload["answer"]))) == {c["n"] for c in payload["citations"]}
     assert {c["paper_id"] for c in payload["citations"]} <= {s["paper_id"] for s in payload["sources"]}
 
@@ -81,7 +82,7 @@ def test_every_source_is_cited_even_when_the_model_skips_one() -> None:
 def test_a_failing_model_falls_back_to_the_evidence_with_a_notice() -> None:
     answer = finish(Evidence("q", SOURCES, []), ScriptedModel("Paper one says [1]. More words here.", fail_after=3))
     assert answer.notice is not None and "not reachable" in answer.notice
-    assert "Paper one: First finding. [1]" in answer.text
+    assert '[1] Paper one: "First finding. Second finding."' in answer.text
     assert answer.cited == [1, 2]
 
 
@@ -121,7 +122,7 @@ def finder(bundled_data: Path) -> EvidenceFinder:
 def test_evidence_for_an_answerable_and_an_unanswerable_question(finder: EvidenceFinder) -> None:
     evidence = finder.find("How does KDEformer approximate attention?")
     assert evidence.sources[0].title.startswith("KDEformer")
-    assert len(evidence.sources[0].sentences) == 2
+    assert len(evidence.sources[0].sentences) == 3
     off_topic = finder.find("What is the best recipe for sourdough bread with rye flour?")
     assert off_topic.refused and len(off_topic.nearest) == 3
 
