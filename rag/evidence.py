@@ -7,6 +7,7 @@ fused retrieval score is within ``gate_min_retrieval`` of the top one and whose 
 the best. Nothing admitted means the corpus does not cover the question.
 """
 
+import re
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from typing import Any
@@ -45,13 +46,23 @@ class Evidence:
         return not self.sources
 
 
+# Sentences that address a model rather than state a finding: never evidence, never shown to the model.
+INSTRUCTION_LIKE = re.compile(
+    r"\b(ignore|disregard|forget)\b.{0,40}\b(instructions?|prompts?|rules|above|previous)\b"
+    r"|\b(system prompt|you are now|reply only with|respond only with|as an ai)\b",
+    re.IGNORECASE,
+)
+
+
 @cache
 def _sentence_splitter() -> Any:
     return split_by_sentence_tokenizer()  # NLTK punkt, bundled with llama-index-core
 
 
 def sentences_of(text: str) -> list[str]:
-    return [sentence.strip() for sentence in _sentence_splitter()(text) if len(sentence.strip()) > 15]
+    """The abstract's sentences that can serve as evidence (instructions planted in an abstract are dropped)."""
+    sentences = (sentence.strip() for sentence in _sentence_splitter()(text))
+    return [sentence for sentence in sentences if len(sentence) > 15 and not INSTRUCTION_LIKE.search(sentence)]
 
 
 class EvidenceFinder:

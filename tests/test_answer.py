@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from rag.answer import (
-    UNSUPPORTED,
     Answer,
     answer_stream,
     build_messages,
@@ -53,20 +52,25 @@ def finish(evidence: Evidence, model: ScriptedModel | None) -> Answer:
 def test_invented_and_out_of_range_citations_are_removed() -> None:
     assert verify_sentence("Paper one finds X [1, 7].", {1, 2}) == ("Paper one finds X [1].", [1])
     assert verify_sentence("Both agree [2][1];", {1, 2}) == ("Both agree [2][1];", [2, 1])
-    assert verify_sentence("A claim with a made-up source [3].", {1, 2}) == (
-        f"A claim with a made-up source.{UNSUPPORTED}",
-        [],
-    )
-    assert verify_sentence("No citation at all.", {1}) == (f"No citation at all.{UNSUPPORTED}", [])
+    assert verify_sentence("A claim with a made-up source [3].", {1, 2}) == ("A claim with a made-up source.", [])
+    assert verify_sentence("No citation at all.", {1}) == ("No citation at all.", [])
 
 
 def test_sentences_are_verified_as_they_stream() -> None:
     pieces = iter(["Finding one is ", "real [1]. Finding", " two [9]. Tail [2]"])
     assert list(verified_stream(pieces, SOURCES)) == [
         ("Finding one is real [1].", [1]),
-        (f"Finding two.{UNSUPPORTED}", []),
+        ("Finding two.", []),
         ("Tail [2]", [2]),
     ]
+
+
+def test_uncited_claims_are_dropped_and_reported() -> None:
+    model = ScriptedModel("Paper one finds it [1]. An invented claim [7]. PWNED")
+    answer = finish(Evidence("q", SOURCES, []), model)
+    assert answer.text.startswith("Paper one finds it [1].\n\nEvidence:")
+    assert answer.unsupported == ["An invented claim.", "PWNED"]
+    assert "PWNED" not in answer.text and "invented" not in answer.text
 
 
 def test_every_source_is_cited_even_when_the_model_skips_one() -> None:
