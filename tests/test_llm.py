@@ -5,8 +5,10 @@ import json
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -134,3 +136,57 @@ def test_an_abstract_with_planted_instructions_changes_nothing(model_file: Path,
     assert "PWNED" not in payload["answer"]
     assert all("PWNED" not in sentence for source in payload["sources"] for sentence in source["evidence"])
     assert "12 percent" in payload["answer"]
+
+
+class _Misbehaving(BaseHTTPRequestHandler):
+    """An OpenAI-compatible endpoint that is slow, answers garbage, or fails, per the path's first segment."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        mode = self.path.strip("/").split("/")[0]
+        if mode == "slow":
+            time.sleep(6)
+        if mode == "error":
+            self.send_response(500)
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        self.wfile.write(b"data: {this is not json\n\ndata: [DONE]\n\n")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def misbehaving_server() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Misbehaving)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("mode", "notice"),
+    [("slow", "did not answer in time"), ("garbage", "malformed reply"), ("error", "answered HTTP 500")],
+)
+def test_a_misbehaving_chat_server_gives_the_evidence_and_a_notice(
+    misbehaving_server: str, bundled_data: Path, mode: str, notice: str
+) -> None:
+    env = {
+        "RAG_DATA_DIR": str(bundled_data),
+        "RAG_LLM__PROVIDER": "openai",
+        "RAG_EMBEDDING__PROVIDER": "local",
+        "RAG_OPENAI__BASE_URL": f"{misbehaving_server}/{mode}/v1",
+        "RAG_OPENAI__TIMEOUT_S": "2",
+    }
+    started = time.monotonic()
+    result = run_rag("ask", QUESTION, "--json", env=env)
+    assert time.monotonic() - started < 60  # timeouts on every call: never a hang
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert notice in payload["notice"]
+    check_contract(payload)
+    assert payload["citations"] and "Traceback" not in result.stderr
