@@ -22,11 +22,12 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/rag models install
 	touch $(STAMP)
 
-## Ingest the bundled corpus (a no-op when it is already in), show the store and an example search.
+## Ingest the bundled corpus (a no-op when it is already in), show the store, an example search and an answer.
 run: install
 	$(BIN)/rag ingest
 	$(BIN)/rag stats
 	$(BIN)/rag search "which papers discuss the softmax bottleneck?" -k 5
+	$(BIN)/rag ask "How does KDEformer approximate attention?"
 
 ## Lint, type-check and the everyday test suite (minutes).
 test: install lint

@@ -7,7 +7,7 @@ it fails) the answer is the evidence alone.
 """
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +26,7 @@ SYSTEM_PROMPT = (
 _CITATION = re.compile(r"\[(\d+(?:\s*[,;]\s*\d+)*)\]")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _TOKENS = tiktoken.get_encoding("cl100k_base")
+Attribution = Callable[[str], int | None]  # claim → the source number that supports it, or None
 
 
 def count_tokens(text: str) -> int:
@@ -94,18 +95,30 @@ def verify_sentence(sentence: str, valid: set[int]) -> tuple[str, list[int]]:
     return cleaned, [int(n) for n in re.findall(r"\[(\d+)\]", cleaned)]
 
 
-def verified_stream(pieces: Iterator[str], sources: list[Source]) -> Iterator[tuple[str, list[int]]]:
-    """Verified sentences as soon as each is complete, with the source numbers it cites."""
+def verified_stream(
+    pieces: Iterator[str], sources: list[Source], attribute: Attribution | None = None
+) -> Iterator[tuple[str, list[int]]]:
+    """Verified sentences as soon as each is complete, with the source numbers it cites.
+
+    A sentence the model left uncited is attributed to the source that supports it (``attribute``), if any.
+    """
     valid = {source.n for source in sources}
+
+    def check(sentence: str) -> tuple[str, list[int]]:
+        cleaned, cited = verify_sentence(sentence, valid)
+        if not cited and attribute is not None and (n := attribute(cleaned)) is not None:
+            cleaned, cited = re.sub(r"(?=[.!?]?$)", f" [{n}]", cleaned, count=1), [n]
+        return cleaned, cited
+
     buffer = ""
     for piece in pieces:
         buffer += piece
         *complete, buffer = _SENTENCE_END.split(buffer)
         for sentence in complete:
             if sentence.strip():
-                yield verify_sentence(sentence, valid)
+                yield check(sentence)
     if buffer.strip():
-        yield verify_sentence(buffer, valid)
+        yield check(buffer)
 
 
 def evidence_block(evidence: Evidence) -> str:
@@ -126,7 +139,9 @@ def refusal_text(evidence: Evidence) -> str:
     return f"The corpus does not cover this question. Closest papers (not answering): {nearest}."
 
 
-def answer_stream(evidence: Evidence, model: ChatModel | None, max_answer_tokens: int) -> Iterator[str | Answer]:
+def answer_stream(
+    evidence: Evidence, model: ChatModel | None, max_answer_tokens: int, attribute: Attribution | None = None
+) -> Iterator[str | Answer]:
     """Yield verified text pieces as they are ready, then the finished :class:`Answer` last."""
     if evidence.refused or model is None:
         text = evidence_only(evidence)
@@ -141,7 +156,8 @@ def answer_stream(evidence: Evidence, model: ChatModel | None, max_answer_tokens
     notice = None
     unsupported: list[str] = []
     try:
-        for sentence, numbers in verified_stream(model.stream(messages, max_answer_tokens), evidence.sources):
+        pieces = model.stream(messages, max_answer_tokens)
+        for sentence, numbers in verified_stream(pieces, evidence.sources, attribute):
             if not numbers:  # a claim without a valid citation is not passed on (it is reported, not shown)
                 unsupported.append(sentence)
                 continue

@@ -60,7 +60,11 @@ class Conversation:
         """Stream the answer to a (possibly follow-up) question; the last item is the :class:`Answer`."""
         question = check_question(question, self.settings)
         evidence = self.finder.find(self.standalone(question), filters)
-        for item in answer_stream(evidence, self.model, self.settings.llm.max_answer_tokens):
+
+        def attribute(claim: str) -> int | None:
+            return self.finder.supporting_source(claim, evidence)
+
+        for item in answer_stream(evidence, self.model, self.settings.llm.max_answer_tokens, attribute):
             if isinstance(item, Answer):
                 self.history.append((evidence.question, item.text))
             yield item

@@ -175,7 +175,7 @@ class AnswerRecord:
 def evaluate_answers(path: Path, settings: Settings, limit: int | None = None) -> dict[str, Any]:
     """Answer every question in a question set and score citations, refusals and key facts, with timings."""
     from rag.answer import Answer, answer_stream
-    from rag.evidence import EvidenceFinder
+    from rag.evidence import Evidence, EvidenceFinder
     from rag.llm import build_chat_model
 
     questions = load_question_set(path)[:limit]
@@ -192,7 +192,11 @@ def evaluate_answers(path: Path, settings: Settings, limit: int | None = None) -
         evidence = finder.find(question.text)
         evidence_s = time.perf_counter() - started
         first: float | None = None
-        for item in answer_stream(evidence, model, settings.llm.max_answer_tokens):
+
+        def attribute(claim: str, evidence: Evidence = evidence) -> int | None:
+            return finder.supporting_source(claim, evidence)
+
+        for item in answer_stream(evidence, model, settings.llm.max_answer_tokens, attribute):
             if isinstance(item, Answer):
                 answer = item.as_json()
             elif first is None:
@@ -232,4 +236,11 @@ def score_answers(records: list[AnswerRecord]) -> dict[str, Any]:
         "answer_s_p50": median([r.total_s for r in answered]),
         "prompt_tokens_p50": median([r.answer["prompt_tokens"] for r in answered if r.answer["prompt_tokens"]]),
         "notices": sum(bool(r.answer["notice"]) for r in records),
+        # how much of the model's own text survived verification (evidence-only answers count as none)
+        "synthesis_rate": round(
+            statistics.fmean(bool(r.answer["prompt_tokens"]) and not r.answer["notice"] for r in answered), 4
+        )
+        if answered
+        else None,
+        "unsupported_sentences": sum(len(r.answer["unsupported"]) for r in records),
     }

@@ -93,6 +93,16 @@ class EvidenceFinder:
             scored.append((hit, float(max(title_sim, sims[order[0]])), [sentences[i] for i in order]))
         return scored
 
+    def supporting_source(self, sentence: str, evidence: Evidence) -> int | None:
+        """The source whose title or quoted sentences best match a claim, if the match is close enough."""
+        texts = [(source.n, text) for source in evidence.sources for text in (source.title, *source.sentences)]
+        if not texts:
+            return None
+        vectors = self.gate_embedder.encode([sentence, *(text for _, text in texts)])
+        similarities = vectors[1:] @ vectors[0]
+        best = int(np.argmax(similarities))
+        return texts[best][0] if similarities[best] >= self.settings.answer.support_threshold else None
+
     def find(self, question: str, filters: Filters | None = None) -> Evidence:
         config = self.settings.answer
         hits = self.retriever.search(question, config.candidates, "hybrid", filters)

@@ -73,6 +73,22 @@ def test_uncited_claims_are_dropped_and_reported() -> None:
     assert "PWNED" not in answer.text and "invented" not in answer.text
 
 
+def test_an_uncited_claim_is_attributed_to_the_source_that_supports_it() -> None:
+    model = ScriptedModel("Paper two reports other things. Unrelated filler.")
+    evidence = Evidence("q", SOURCES, [])
+    *_, answer = answer_stream(evidence, model, 200, lambda claim: 2 if "Paper two" in claim else None)
+    assert isinstance(answer, Answer)
+    assert answer.text.startswith("Paper two reports other things [2].\n\nEvidence:")
+    assert answer.unsupported == ["Unrelated filler."]
+
+
+def test_supporting_source_uses_the_embedder(finder: EvidenceFinder) -> None:
+    evidence = finder.find("How does KDEformer approximate attention?")
+    claim = "KDEformer approximates attention in sub-quadratic time with spectral norm bounds."
+    assert finder.supporting_source(claim, evidence) == 1
+    assert finder.supporting_source("Sourdough bread needs a long fermentation.", evidence) is None
+
+
 def test_every_source_is_cited_even_when_the_model_skips_one() -> None:
     answer = finish(Evidence("q", SOURCES, []), ScriptedModel("Paper one reports a first finding [1]."))
     payload = answer.as_json()
