@@ -3,7 +3,6 @@ a server that is down, and a model file that fails its hash."""
 
 import json
 import re
-import subprocess
 import sys
 import threading
 import time
@@ -11,12 +10,11 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import httpx
 import pytest
 
 from rag.local_models import verified_model
 from rag.settings import Settings
-from tests.conftest import free_port, run_rag
+from tests.conftest import free_port, run_rag, serving
 
 QUESTION = "How does KDEformer approximate attention?"
 
@@ -49,26 +47,11 @@ def test_one_answer_from_the_real_local_model(model_file: Path, bundled_data: Pa
 def llama_server(model_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """llama.cpp's own OpenAI-compatible server on a free loopback port."""
     port = free_port()
-    log = (tmp_path_factory.mktemp("llama") / "server.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(model_file), "--host", "127.0.0.1",
-         "--port", str(port), "--n_ctx", "4096", "--model_alias", "local-qwen"],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
     url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/models", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    else:
-        process.kill()
-        pytest.fail("llama_cpp.server did not start")
-    yield url
-    process.terminate()
-    process.wait(timeout=20)
+    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_file), "--host", "127.0.0.1",
+               "--port", str(port), "--n_ctx", "4096", "--model_alias", "local-qwen"]  # fmt: skip
+    with serving(command, f"{url}/models", tmp_path_factory.mktemp("llama") / "server.log"):
+        yield url
 
 
 def test_the_openai_provider_against_llama_cpp_server(llama_server: str, bundled_data: Path) -> None:
