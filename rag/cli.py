@@ -242,7 +242,6 @@ def ask(question: str | None, batch: Path | None, provider: str | None, collecti
             answer = next(item for item in assistant.ask(text) if isinstance(item, Answer))
             emit(({"id": qid} if batch is not None else {}) | answer.as_json())
             continue
-        evidence_shown = False
         for item in assistant.ask(text):
             if isinstance(item, Answer):
                 click.echo()
@@ -250,8 +249,6 @@ def ask(question: str | None, batch: Path | None, provider: str | None, collecti
                     click.echo(f"note: {item.notice}", err=True)
                 print_sources(item.as_json())
             else:
-                if not evidence_shown:
-                    evidence_shown = True
                 click.echo(item, nl=False)
 
 

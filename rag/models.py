@@ -1,6 +1,5 @@
 """Model factories. ``llm.provider`` picks the family: bundled local models, or an OpenAI-compatible server."""
 
-import hashlib
 import os
 import re
 from functools import cache
@@ -12,6 +11,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 from pydantic import PrivateAttr
 
 from rag.errors import BadInput
+from rag.local_models import sha256_of
 from rag.settings import Settings
 
 MINILM_TOKENIZER = Path(__file__).parent / "assets" / "minilm" / "tokenizer.json"
@@ -20,12 +20,9 @@ MINILM_TOKENIZER = Path(__file__).parent / "assets" / "minilm" / "tokenizer.json
 @cache
 def _verified(path: Path, sha256: str) -> Path:
     """Refuse a model file whose bytes are not the published ones (a truncated or tampered download)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    if digest.hexdigest() != sha256:
-        raise BadInput(f"{path}: sha256 {digest.hexdigest()} does not match the expected {sha256}")
+    actual = sha256_of(path)
+    if actual != sha256:
+        raise BadInput(f"{path}: sha256 {actual} does not match the expected {sha256}")
     return path
 
 
