@@ -3,8 +3,9 @@
 Retrieval ranks papers; it cannot say whether any of them answers. The gate here decides, with thresholds calibrated
 on the dev set by ``eval/calibrate_gate.py``: the question is answerable when some candidate's best cosine (bundled
 MiniLM, question vs title or an abstract sentence) clears ``gate_threshold``; then the papers admitted are those whose
-fused retrieval score is within ``gate_min_retrieval`` of the top one and whose cosine is within ``gate_margin`` of
-the best. Nothing admitted means the corpus does not cover the question.
+cosine is within ``gate_margin`` of the best and whose fused retrieval score is within ``gate_min_retrieval`` of the
+top one — or whose cosine alone is a strong match (``gate_strong_match``). Nothing admitted means the corpus does
+not cover the question.
 """
 
 import re
@@ -113,8 +114,8 @@ class EvidenceFinder:
             item
             for item in scored
             if best >= config.gate_threshold
-            and item[0].score >= config.gate_min_retrieval * top_score
             and item[1] >= best - config.gate_margin
+            and (item[0].score >= config.gate_min_retrieval * top_score or item[1] >= config.gate_strong_match)
         ][: config.max_sources]
         keep = config.sentences_per_source
 

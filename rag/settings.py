@@ -73,6 +73,7 @@ class AnswerSettings(_Section):
     gate_threshold: float = Field(ge=-1, le=1)
     gate_min_retrieval: float = Field(ge=0, le=1)
     gate_margin: float = Field(ge=0, le=2)
+    gate_strong_match: float = Field(ge=-1, le=2)
     support_threshold: float = Field(ge=-1, le=1)
 
 
