@@ -159,3 +159,29 @@ def test_ask_json_contract_without_a_model(bundled_data: Path) -> None:
     assert "On Retrieval Augmentation and the Limitations of Language Model Training" in cited
     assert any(title.startswith("Why do small language models underperform?") for title in cited)
     assert payload["refused"] is False
+
+
+def test_ask_batch_answers_each_question_with_its_id(bundled_data: Path, tmp_path: Path) -> None:
+    from tests.conftest import write_jsonl
+
+    batch = write_jsonl(tmp_path / "q.jsonl", [
+        {"id": "a", "question": "How does KDEformer approximate attention?"},
+        {"id": "b", "question": "What is the best sourdough recipe with rye flour?"},
+    ])  # fmt: skip
+    result = run_rag(
+        "ask", "--batch", str(batch), "--provider", "none", "--json", env={"RAG_DATA_DIR": str(bundled_data)}
+    )
+    assert result.returncode == 0, result.stderr
+    first, second = (json.loads(line) for line in result.stdout.splitlines())
+    assert (first["id"], first["refused"], second["id"], second["refused"]) == ("a", False, "b", True)
+    assert first["citations"][0]["title"].startswith("KDEformer")
+
+
+def test_a_question_in_another_language_gets_a_clear_answer(finder: EvidenceFinder) -> None:
+    """The bundled embedder is English-only: a Spanish question is refused, with the nearest papers shown."""
+    evidence = finder.find("¿Qué artículos tratan el cuello de botella softmax?")
+    assert evidence.refused or evidence.sources
+    assert any(
+        "Softmax Bottleneck" in s.title or "Retrieval Augmentation" in s.title
+        for s in evidence.nearest + evidence.sources
+    )
