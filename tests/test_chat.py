@@ -50,3 +50,24 @@ def test_a_follow_up_is_rewritten_by_the_local_model(finder: EvidenceFinder) -> 
     standalone = conversation.standalone("how fast is it compared to exact attention?")
     assert standalone != "how fast is it compared to exact attention?"
     assert any(word in standalone.lower() for word in ("kdeformer", "kernel density", "attention"))
+
+
+def test_rag_chat_answers_a_question_and_a_follow_up(bundled_data: Path) -> None:
+    import os
+    import subprocess
+
+    from tests.conftest import RAG
+
+    session = "Which papers discuss the softmax bottleneck?\nand which of them use kNN retrieval?\n\n"
+    result = subprocess.run(
+        [RAG, "chat", "--provider", "none"],
+        input=session,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "RAG_DATA_DIR": str(bundled_data)},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("Sources:") == 2
+    follow_up = result.stdout.split("you> ")[2]
+    assert "[1] On Retrieval Augmentation and the Limitations of Language Model Training" in follow_up
