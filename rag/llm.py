@@ -47,6 +47,7 @@ class LocalChatModel:
             model_path=str(path),
             n_ctx=settings.llm.context_tokens,
             n_threads=settings.llm.threads or os.cpu_count(),
+            seed=settings.llm.seed,  # the same question gets the same answer: evals and tests are repeatable
             verbose=False,
         )
 

@@ -32,6 +32,7 @@ class LLMSettings(_Section):
     context_tokens: int = Field(ge=512)
     max_answer_tokens: int = Field(ge=16)
     temperature: float = Field(ge=0, le=2)
+    seed: int = Field(ge=0)
     threads: int = Field(ge=0)
 
 
