@@ -30,6 +30,7 @@ class Question:
     text: str
     type: str
     gold: frozenset[str]  # normalised titles (question sets) or document ids (BEIR)
+    key_facts: tuple[str, ...] = ()
 
 
 def paper_metrics(ranked: list[str], gold: Iterable[str], k: int = 10) -> dict[str, float]:
@@ -62,6 +63,7 @@ def load_question_set(path: Path) -> list[Question]:
                         text=record["question"],
                         type=record.get("type", "other"),
                         gold=frozenset(normalise_title(title) for title in record.get("gold_titles", [])),
+                        key_facts=tuple(record.get("key_facts", [])),
                     )
                 )
             except (ValueError, KeyError, TypeError):
@@ -165,7 +167,6 @@ def format_table(report: dict[str, Any]) -> str:
 @dataclass
 class AnswerRecord:
     question: Question
-    key_facts: list[str]
     answer: dict[str, Any]
     evidence_s: float
     first_token_s: float | None
@@ -179,11 +180,6 @@ def evaluate_answers(path: Path, settings: Settings, limit: int | None = None) -
     from rag.llm import build_chat_model
 
     questions = load_question_set(path)[:limit]
-    facts = {
-        str(record["id"]): list(record.get("key_facts", []))
-        for record in map(json.loads, path.read_text(encoding="utf-8").splitlines())
-        if record
-    }
     finder = EvidenceFinder(settings)
     model = build_chat_model(settings)
     records = []
@@ -201,8 +197,7 @@ def evaluate_answers(path: Path, settings: Settings, limit: int | None = None) -
                 answer = item.as_json()
             elif first is None:
                 first = time.perf_counter() - started
-        records.append(AnswerRecord(question, facts.get(question.id, []), answer, evidence_s, first,
-                                    time.perf_counter() - started))  # fmt: skip
+        records.append(AnswerRecord(question, answer, evidence_s, first, time.perf_counter() - started))
     return score_answers(records) | {"provider": settings.llm.provider, "model": model.name if model else None}
 
 
@@ -218,8 +213,9 @@ def score_answers(records: list[AnswerRecord]) -> dict[str, Any]:
         if gold:
             recall.append(len(cited & gold) / len(gold))
             text = answer["answer"].lower()
-            if record.key_facts:
-                facts.append(sum(fact.lower() in text for fact in record.key_facts) / len(record.key_facts))
+            if record.question.key_facts:
+                key_facts = record.question.key_facts
+                facts.append(sum(fact.lower() in text for fact in key_facts) / len(key_facts))
 
     def median(values: list[float]) -> float | None:
         return round(statistics.median(values), 2) if values else None
