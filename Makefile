@@ -11,7 +11,7 @@ export CMAKE_ARGS ?= -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_
 	-DLLAMA_BUILD_SERVER=OFF -DGGML_NATIVE=ON
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
-.PHONY: install run test test-slow lint bench lock clean
+.PHONY: install run test test-slow lint bench lock clean browser
 
 install: $(STAMP)
 
@@ -22,16 +22,21 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/rag models install
 	touch $(STAMP)
 
-## Ingest the bundled corpus (a no-op when it is already in), show the store, an example search and an answer.
+## Ingest the bundled corpus (a no-op when it is already in), then serve the UI and API on 127.0.0.1:7860.
 run: install
 	$(BIN)/rag ingest
-	$(BIN)/rag stats
-	$(BIN)/rag search "which papers discuss the softmax bottleneck?" -k 5
-	$(BIN)/rag ask "How does KDEformer approximate attention?"
+	$(BIN)/rag serve
 
 ## Lint, type-check and the everyday test suite (minutes).
-test: install lint
+test: install browser lint
 	$(BIN)/python -m pytest -m "not slow"
+
+## Debian's chromium for the UI tests (Playwright drives it; never `playwright install`).
+browser:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO="sudo -n"; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null \
+	  || { echo "make: cannot install chromium (needs root or sudo): apt-get install chromium" >&2; exit 1; }; }
 
 ## Long suites: benchmarks, SciFact, scale.
 test-slow: install

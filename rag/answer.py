@@ -11,10 +11,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import tiktoken
-
 from rag.evidence import Evidence, Source
 from rag.llm import ChatModel, LLMUnavailable, Message
+from rag.tokens import count_tokens
 
 SYSTEM_PROMPT = (
     "You answer questions about research papers using only the numbered sources given. "
@@ -25,12 +24,11 @@ SYSTEM_PROMPT = (
 )
 _CITATION = re.compile(r"\[(\d+(?:\s*[,;]\s*\d+)*)\]")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
-_TOKENS = tiktoken.get_encoding("cl100k_base")
+# The prompt's own framing, which small models sometimes echo before answering: never part of an answer.
+_SCAFFOLD = re.compile(
+    r"Sources \(quoted data, not instructions\):|</?sources>|Question:.*?$|Answer from the sources[^:]*:"
+)
 Attribution = Callable[[str], int | None]  # claim → the source number that supports it, or None
-
-
-def count_tokens(text: str) -> int:
-    return len(_TOKENS.encode(text))
 
 
 @dataclass
@@ -42,6 +40,7 @@ class Answer:
     notice: str | None = None
     prompt_tokens: int = 0
     unsupported: list[str] = field(default_factory=list)  # model sentences dropped for lack of a valid citation
+    synthesis: str = ""  # the model's verified sentences alone ("" for an evidence-only answer)
 
     def as_json(self) -> dict[str, Any]:
         by_n = {source.n: source for source in self.evidence.sources}
@@ -103,8 +102,13 @@ def verified_stream(
     A sentence the model left uncited is attributed to the source that supports it (``attribute``), if any.
     """
     valid = {source.n for source in sources}
+    titles = [source.title.lower() for source in sources]
 
     def check(sentence: str) -> tuple[str, list[int]]:
+        sentence = _SCAFFOLD.sub("", sentence)
+        bare = " ".join(_CITATION.sub("", sentence).split()).strip(" .!?:").lower()
+        if not bare or any(bare in title for title in titles):  # an echoed source header is not a claim
+            return "", []
         cleaned, cited = verify_sentence(sentence, valid)
         if not cited and attribute is not None and (n := attribute(cleaned)) is not None:
             cleaned, cited = re.sub(r"(?=[.!?]?$)", f" [{n}]", cleaned, count=1), [n]
@@ -115,10 +119,10 @@ def verified_stream(
         buffer += piece
         *complete, buffer = _SENTENCE_END.split(buffer)
         for sentence in complete:
-            if sentence.strip():
-                yield check(sentence)
-    if buffer.strip():
-        yield check(buffer)
+            if (checked := check(sentence))[0]:
+                yield checked
+    if buffer.strip() and (checked := check(buffer))[0]:
+        yield checked
 
 
 def evidence_block(evidence: Evidence) -> str:
@@ -178,5 +182,7 @@ def answer_stream(
     block = evidence_block(evidence)
     yield "\n\n" + block
     cited += [source.n for source in evidence.sources if source.n not in cited]
-    text = " ".join(sentences) + "\n\n" + block
-    yield Answer(evidence.question, text, evidence, cited, notice, prompt_tokens, unsupported)
+    synthesis = " ".join(sentences)
+    yield Answer(
+        evidence.question, f"{synthesis}\n\n{block}", evidence, cited, notice, prompt_tokens, unsupported, synthesis
+    )

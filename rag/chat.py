@@ -3,11 +3,12 @@
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from rag.answer import Answer, answer_stream, count_tokens
-from rag.evidence import EvidenceFinder
+from rag.answer import Answer, answer_stream
+from rag.evidence import Evidence, EvidenceFinder
 from rag.llm import ChatModel, LLMUnavailable
 from rag.retrieve import Filters, check_question
 from rag.settings import Settings
+from rag.tokens import count_tokens
 
 REWRITE_PROMPT = (
     "Rewrite the user's last message as one standalone question about research papers, resolving words like "
@@ -56,10 +57,15 @@ class Conversation:
         # Without a model: carry the previous question's subject into the follow-up.
         return f"{history[-1][0]} {question}"
 
-    def ask(self, question: str, filters: Filters | None = None) -> Iterator[str | Answer]:
-        """Stream the answer to a (possibly follow-up) question; the last item is the :class:`Answer`."""
+    def ask(
+        self, question: str, filters: Filters | None = None, candidates: int | None = None
+    ) -> Iterator[Evidence | str | Answer]:
+        """Stream the answer to a (possibly follow-up) question: the :class:`Evidence` first (shown while the model
+        writes), then text pieces, then the finished :class:`Answer`."""
         question = check_question(question, self.settings)
-        evidence = self.finder.find(self.standalone(question), filters)
+        evidence = self.finder.find(self.standalone(question), filters, candidates)
+
+        yield evidence
 
         def attribute(claim: str) -> int | None:
             return self.finder.supporting_source(claim, evidence)

@@ -248,7 +248,7 @@ def ask(question: str | None, batch: Path | None, provider: str | None, collecti
                 if item.notice:
                     click.echo(f"note: {item.notice}", err=True)
                 print_sources(item.as_json())
-            else:
+            elif isinstance(item, str):
                 click.echo(item, nl=False)
 
 
@@ -274,7 +274,7 @@ def chat(provider: str | None, collection: str | None) -> None:
                 if isinstance(item, Answer):
                     click.echo()
                     print_sources(item.as_json())
-                else:
+                elif isinstance(item, str):
                     click.echo(item, nl=False)
         except BadInput as error:
             click.echo(f"rag: {error}", err=True)
@@ -362,6 +362,26 @@ def eval_answers(
     click.echo("|---|---|" + "---|" * len(keys))
     for name, result in report.items():
         click.echo(f"| {name} | {result['model'] or '—'} | " + " | ".join(str(result[k]) for k in keys) + " |")
+
+
+@cli.command()
+@click.option(
+    "--host", default=None, help="Address to bind (default: server.host, 127.0.0.1). Another exposes the app."
+)
+@click.option("--port", type=int, default=None, help="Port (default: server.port, 7860).")
+@provider_option
+@collection_option
+@handle_errors
+def serve(host: str | None, port: int | None, provider: str | None, collection: str | None) -> None:
+    """The web UI at / and an OpenAI-compatible API at /v1, in one process."""
+    from app.server import serve as run_server
+
+    settings = load_settings(collection, provider)
+    try:
+        settings.server.ui_logins()
+    except ValueError as error:
+        raise BadInput(str(error)) from None
+    run_server(settings, host or settings.server.host, port if port is not None else settings.server.port)
 
 
 def main() -> None:

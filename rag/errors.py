@@ -15,5 +15,9 @@ class CorpusError(BadInput):
         super().__init__(f"{where}: {message}")
 
 
+class EmptyCollection(BadInput):
+    """Nothing is ingested in the collection a question was asked of."""
+
+
 class ServiceUnavailable(RuntimeError):
     """A server the command needs (Chroma, an OpenAI-compatible endpoint) did not answer."""

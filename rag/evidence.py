@@ -19,6 +19,7 @@ from llama_index.core.node_parser.text.utils import split_by_sentence_tokenizer
 from rag.models import LocalMiniLMEmbedding
 from rag.retrieve import Filters, Hit, PaperRetriever
 from rag.settings import Settings
+from rag.tokens import count_tokens
 
 
 @dataclass
@@ -31,6 +32,7 @@ class Source:
     score: float  # cosine of the question and the paper's best sentence
     sentences: list[str] = field(default_factory=list)
     url: str | None = None
+    abstract: str = ""  # the whole text, for a reader who wants to check the quote in context
 
     def as_json(self) -> dict[str, Any]:
         return {key: value for key, value in asdict(self).items() if value is not None}
@@ -41,6 +43,7 @@ class Evidence:
     question: str
     sources: list[Source]  # admitted papers, numbered from 1
     nearest: list[Source]  # when nothing is admitted: the closest papers, shown as "closest, not answering"
+    others: list[Source] = field(default_factory=list)  # retrieved, not admitted: shown apart, never cited
 
     @property
     def refused(self) -> bool:
@@ -53,6 +56,30 @@ INSTRUCTION_LIKE = re.compile(
     r"|\b(system prompt|you are now|reply only with|respond only with|as an ai)\b",
     re.IGNORECASE,
 )
+
+
+Scored = tuple[Hit, float, list[tuple[str, float]]]  # a hit, its relevance, its sentences with cosines
+
+
+def quote_within_budget(ranked_per_source: list[list[tuple[str, float]]], budget_tokens: int) -> list[list[str]]:
+    """The sentences to quote from each source: every source's best one, then the most relevant of the rest
+    across all sources while they fit the token budget (prompt length sets the model's wait).
+
+    Key facts often sit in a source's second or third best sentence, so a fixed count per source starves a
+    one-paper answer and bloats a five-paper one; a shared budget spends the tokens where the cosines are.
+    """
+    chosen: list[list[str]] = [[ranked[0][0]] if ranked else [] for ranked in ranked_per_source]
+    used = sum(count_tokens(sentences[0]) for sentences in chosen if sentences)
+    rest = sorted(
+        ((cosine, i, sentence) for i, ranked in enumerate(ranked_per_source) for sentence, cosine in ranked[1:]),
+        key=lambda item: -item[0],
+    )
+    for _, i, sentence in rest:
+        cost = count_tokens(sentence)
+        if used + cost <= budget_tokens:
+            chosen[i].append(sentence)
+            used += cost
+    return chosen
 
 
 @cache
@@ -76,8 +103,8 @@ class EvidenceFinder:
         # The gate is calibrated on the bundled embedder's cosines; a remote embedder has other scales.
         self.gate_embedder = embedder if isinstance(embedder, LocalMiniLMEmbedding) else LocalMiniLMEmbedding()
 
-    def score(self, question: str, hits: list[Hit]) -> list[tuple[Hit, float, list[str]]]:
-        """Each hit with its relevance and its sentences, most relevant first.
+    def score(self, question: str, hits: list[Hit]) -> list[Scored]:
+        """Each hit with its relevance and its sentences with their cosines, most relevant first.
 
         Relevance is the best cosine over the title and every abstract sentence: a title often names the topic
         that no single sentence repeats. Only sentences are quoted as evidence.
@@ -91,7 +118,8 @@ class EvidenceFinder:
             title_sim, sims = similarities[start], similarities[start + 1 : start + 1 + len(sentences)]
             start += 1 + len(sentences)
             order = np.argsort(-sims)
-            scored.append((hit, float(max(title_sim, sims[order[0]])), [sentences[i] for i in order]))
+            ranked = [(sentences[i], float(sims[i])) for i in order]
+            scored.append((hit, float(max(title_sim, sims[order[0]])), ranked))
         return scored
 
     def supporting_source(self, sentence: str, evidence: Evidence) -> int | None:
@@ -104,9 +132,10 @@ class EvidenceFinder:
         best = int(np.argmax(similarities))
         return texts[best][0] if similarities[best] >= self.settings.answer.support_threshold else None
 
-    def find(self, question: str, filters: Filters | None = None) -> Evidence:
+    def find(self, question: str, filters: Filters | None = None, candidates: int | None = None) -> Evidence:
+        """The evidence for a question; ``candidates`` overrides how many papers retrieval hands the gate."""
         config = self.settings.answer
-        hits = self.retriever.search(question, config.candidates, "hybrid", filters)
+        hits = self.retriever.search(question, candidates or config.candidates, "hybrid", filters)
         scored = self.score(question, hits)  # in retrieval order
         best = max((similarity for _, similarity, _ in scored), default=0.0)
         top_score = hits[0].score if hits else 0.0
@@ -117,13 +146,16 @@ class EvidenceFinder:
             and item[1] >= best - config.gate_margin
             and (item[0].score >= config.gate_min_retrieval * top_score or item[1] >= config.gate_strong_match)
         ][: config.max_sources]
-        keep = config.sentences_per_source
 
-        def source(n: int, item: tuple[Hit, float, list[str]]) -> Source:
-            hit, similarity, sentences = item
-            return Source(n, hit.paper_id, hit.title, round(similarity, 4), sentences[:keep], hit.metadata.get("url"))
+        def source(n: int, item: Scored, sentences: list[str]) -> Source:
+            hit, similarity, _ = item
+            url = hit.metadata.get("url")
+            return Source(n, hit.paper_id, hit.title, round(similarity, 4), sentences, url, hit.text)
 
         if admitted:
-            return Evidence(question, [source(n, item) for n, item in enumerate(admitted, 1)], [])
+            quoted = quote_within_budget([ranked for _, _, ranked in admitted], config.evidence_tokens)
+            sources = [source(n, *pair) for n, pair in enumerate(zip(admitted, quoted, strict=True), 1)]
+            others = [source(0, item, [item[2][0][0]]) for item in scored if not any(item is a for a in admitted)]
+            return Evidence(question, sources, [], others)
         nearest = sorted(scored, key=lambda item: item[1], reverse=True)[:3]
-        return Evidence(question, [], [source(n, item) for n, item in enumerate(nearest, 1)])
+        return Evidence(question, [], [source(n, item, [item[2][0][0]]) for n, item in enumerate(nearest, 1)])

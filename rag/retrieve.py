@@ -16,7 +16,7 @@ from llama_index.retrievers.bm25 import BM25Retriever
 from llama_index.vector_stores.chroma import ChromaVectorStore
 
 from rag import keyword_index
-from rag.errors import BadInput
+from rag.errors import BadInput, EmptyCollection
 from rag.models import build_embedder
 from rag.settings import Settings
 from rag.store import collection_name, connect, open_collection
@@ -99,7 +99,7 @@ class PaperRetriever:
         name = collection_name(settings)
         collection = open_collection(connect(settings), name, create=False)
         if collection is None or collection.count() == 0:
-            raise BadInput(f"collection {settings.collection!r} is empty: run `rag ingest` first")
+            raise EmptyCollection(f"collection {settings.collection!r} is empty: run `rag ingest` first")
         self.embedder = embedder or build_embedder(settings)
         self.index = VectorStoreIndex.from_vector_store(
             ChromaVectorStore(chroma_collection=collection), embed_model=self.embedder

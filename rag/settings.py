@@ -4,7 +4,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -70,12 +70,27 @@ class RetrievalSettings(_Section):
 class AnswerSettings(_Section):
     candidates: int = Field(ge=1)
     max_sources: int = Field(ge=1)
-    sentences_per_source: int = Field(ge=1)
+    evidence_tokens: int = Field(ge=1)
     gate_threshold: float = Field(ge=-1, le=1)
     gate_min_retrieval: float = Field(ge=0, le=1)
     gate_margin: float = Field(ge=0, le=2)
     gate_strong_match: float = Field(ge=-1, le=2)
     support_threshold: float = Field(ge=-1, le=1)
+
+
+class ServerSettings(_Section):
+    host: str
+    port: int = Field(ge=0, le=65535)
+    ui_auth: SecretStr
+    concurrency: int = Field(ge=1)
+    model_wait_s: float = Field(gt=0)
+
+    def ui_logins(self) -> list[tuple[str, str]]:
+        """The "user:password" pairs of ``ui_auth``."""
+        pairs = [pair for pair in self.ui_auth.get_secret_value().split(",") if pair.strip()]
+        if any(":" not in pair for pair in pairs):
+            raise ValueError('server.ui_auth must be "user:password" pairs separated by ","')
+        return [tuple(pair.strip().split(":", 1)) for pair in pairs]  # type: ignore[misc]
 
 
 class LimitSettings(_Section):
@@ -89,6 +104,8 @@ class Settings(BaseSettings):
 
     data_dir: str
     collection: str
+    api_key: SecretStr
+    server: ServerSettings
     llm: LLMSettings
     chroma: ChromaSettings
     embedding: EmbeddingSettings

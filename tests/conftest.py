@@ -2,12 +2,14 @@
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -82,10 +84,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving(command: list[str], health_url: str, log_path: Path, wait_s: float = 120) -> Iterator[None]:
+def serving(
+    command: list[str], health_url: str, log_path: Path, wait_s: float = 120, env: dict[str, str] | None = None
+) -> Iterator[None]:
     """Run a server process until its health URL answers 200; stop it afterwards."""
     with log_path.open("w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})}
+        )
         try:
             deadline = time.monotonic() + wait_s
             while True:
@@ -115,3 +121,31 @@ def chroma_server(tmp_path: Path) -> Iterator[str]:
     command = [chroma, "run", "--path", str(tmp_path / "server"), "--host", "127.0.0.1", "--port", str(port)]
     with serving(command, f"{url}/api/v2/heartbeat", tmp_path / "chroma.log", wait_s=60):
         yield url
+
+
+API_KEY = "test-key-not-secret"
+
+
+@dataclass
+class App:
+    url: str
+    log: Path
+
+
+@contextmanager
+def rag_serve(data_dir: Path, log: Path, **env: str) -> Iterator[App]:
+    """`rag serve` on a free loopback port over its own data folder (Chroma's embedded store is one process's)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [RAG, "serve", "--port", str(port)]
+    with serving(command, f"{url}/", log, wait_s=180, env={"RAG_DATA_DIR": str(data_dir), **env}):
+        yield App(url, log)
+
+
+@pytest.fixture(scope="session")
+def app_server(bundled_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
+    """The real app with the bundled corpus and the local model, its API behind a bearer token."""
+    folder = tmp_path_factory.mktemp("serve")
+    shutil.copytree(bundled_data, folder / "data")
+    with rag_serve(folder / "data", folder / "serve.log", RAG_API_KEY=API_KEY) as app:
+        yield app

@@ -11,12 +11,12 @@ from rag.answer import (
     Answer,
     answer_stream,
     build_messages,
-    count_tokens,
     verified_stream,
     verify_sentence,
 )
-from rag.evidence import Evidence, EvidenceFinder, Source
+from rag.evidence import Evidence, EvidenceFinder, Source, quote_within_budget
 from rag.llm import LLMUnavailable, Message
+from rag.tokens import count_tokens
 from tests.conftest import make_settings, run_rag
 
 SOURCES = [
@@ -134,6 +134,22 @@ def test_refusal_names_the_closest_papers_and_cites_nothing() -> None:
     assert payload["answer"] == "The corpus does not cover this question. Closest papers (not answering): Nearby paper."
 
 
+def test_evidence_budget_gives_every_source_its_best_sentence_then_the_most_relevant() -> None:
+    ranked = [
+        [("A best finding here.", 0.9), ("A second finding.", 0.8), ("A weak aside.", 0.1)],
+        [("B best finding here.", 0.5), ("B second finding.", 0.45)],
+    ]
+    best_only = sum(count_tokens(r[0][0]) for r in ranked)
+    assert quote_within_budget(ranked, best_only) == [["A best finding here."], ["B best finding here."]]
+    # Budget for two more sentences: the two highest cosines among the rest, whichever source they come from.
+    two_more = best_only + count_tokens("A second finding.") + count_tokens("B second finding.")
+    assert quote_within_budget(ranked, two_more) == [
+        ["A best finding here.", "A second finding."],
+        ["B best finding here.", "B second finding."],
+    ]
+    assert quote_within_budget(ranked, 1) == [["A best finding here."], ["B best finding here."]]  # never empty
+
+
 @pytest.fixture(scope="module")
 def finder(bundled_data: Path) -> EvidenceFinder:
     return EvidenceFinder(make_settings(bundled_data))
@@ -142,7 +158,8 @@ def finder(bundled_data: Path) -> EvidenceFinder:
 def test_evidence_for_an_answerable_and_an_unanswerable_question(finder: EvidenceFinder) -> None:
     evidence = finder.find("How does KDEformer approximate attention?")
     assert evidence.sources[0].title.startswith("KDEformer")
-    assert len(evidence.sources[0].sentences) == 3
+    quoted = evidence.sources[0].sentences
+    assert len(quoted) >= 2 and sum(count_tokens(s) for s in quoted) <= finder.settings.answer.evidence_tokens
     off_topic = finder.find("What is the best recipe for sourdough bread with rye flour?")
     assert off_topic.refused and len(off_topic.nearest) == 3
 

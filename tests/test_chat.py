@@ -4,9 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from rag.answer import Answer, count_tokens
+from rag.answer import Answer
 from rag.chat import HISTORY_TOKENS, Conversation
 from rag.evidence import EvidenceFinder
+from rag.tokens import count_tokens
 from tests.conftest import make_settings
 
 

@@ -1,0 +1,53 @@
+"""`rag serve`: the web UI at / and the OpenAI-compatible API at /v1, in one process sharing one set of models."""
+
+import logging
+
+import gradio as gr
+import uvicorn
+from fastapi import FastAPI
+
+from app.api import build_api
+from app.ui import CSS, build_ui
+from rag.assistant import Assistant
+from rag.errors import BadInput, ServiceUnavailable
+from rag.llm import LLMUnavailable
+from rag.settings import Settings
+
+log = logging.getLogger("rag.serve")
+
+
+def create_app(assistant: Assistant) -> FastAPI:
+    settings = assistant.settings
+    app = FastAPI(title="Research assistant", docs_url=None, redoc_url=None)
+    app.include_router(build_api(assistant))
+    logins = settings.server.ui_logins()
+    return gr.mount_gradio_app(
+        app,
+        build_ui(assistant),
+        path="/",
+        auth=logins or None,
+        css=CSS,
+        footer_links=[],
+        show_error=True,
+        ssr_mode=False,
+    )
+
+
+def warm_up(assistant: Assistant) -> None:
+    """Load the default collection's indexes and the chat model before the first question, not during it."""
+    try:
+        assistant.finder(assistant.settings)
+        assistant.model(assistant.settings)
+    except (BadInput, ServiceUnavailable, LLMUnavailable) as error:
+        log.warning("not preloaded: %s", error)
+
+
+def serve(settings: Settings, host: str, port: int) -> None:
+    assistant = Assistant(settings)
+    warm_up(assistant)
+    app = create_app(assistant)
+    print(
+        f"Research assistant: UI at http://{host}:{port}/ · OpenAI-compatible API at http://{host}:{port}/v1",
+        flush=True,
+    )
+    uvicorn.run(app, host=host, port=port, log_level="warning")
