@@ -11,7 +11,7 @@ export CMAKE_ARGS ?= -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_
 	-DLLAMA_BUILD_SERVER=OFF -DGGML_NATIVE=ON
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
-.PHONY: install run test test-slow lint bench lock clean browser
+.PHONY: install run serve-shared test test-slow lint bench eval load lock clean browser
 
 install: $(STAMP)
 
@@ -26,6 +26,16 @@ $(STAMP): requirements.lock pyproject.toml
 run: install
 	$(BIN)/rag ingest
 	$(BIN)/rag serve
+
+## Multi-process mode: a `chroma run` server on loopback that the UI/API and any `rag ingest` share.
+## Ingest from another terminal with RAG_CHROMA__SERVER_URL=http://127.0.0.1:$(CHROMA_PORT) .venv/bin/rag ingest FILE.
+CHROMA_PORT ?= 8000
+serve-shared: install
+	@mkdir -p data
+	$(BIN)/chroma run --path data/chroma-server --host 127.0.0.1 --port $(CHROMA_PORT) >data/chroma-server.log 2>&1 & \
+	chroma=$$!; trap 'kill $$chroma' EXIT; \
+	export RAG_CHROMA__SERVER_URL=http://127.0.0.1:$(CHROMA_PORT); \
+	RAG_CHROMA__CONNECT_TIMEOUT_S=60 $(BIN)/rag ingest && $(BIN)/rag serve
 
 ## Lint, type-check and the everyday test suite (minutes).
 test: install browser lint
@@ -46,6 +56,15 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+## A named eval suite (SUITE=dev|scifact|pubmedqa) into eval/reports/SUITE: report.md, results.json, plots.
+SUITE ?= dev
+eval: install
+	$(BIN)/rag eval run $(SUITE)
+
+## 20 concurrent chat sessions for 2 minutes against a fresh `rag serve` (loopback), into eval/results/load.md.
+load: install
+	$(BIN)/python eval/load_test.py --sessions 20 --duration 120
 
 ## Speed benchmark of ingest and retrieval (medians), written to eval/results/.
 bench: install

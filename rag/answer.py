@@ -56,6 +56,7 @@ class Answer:
             "notice": self.notice,
             "prompt_tokens": self.prompt_tokens,
             "unsupported": self.unsupported,
+            "synthesis": self.synthesis,
         }
 
 

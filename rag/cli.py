@@ -11,7 +11,7 @@ import click
 from pydantic import ValidationError
 
 from rag.corpus import BUNDLED_CORPUS, FORMATS
-from rag.errors import BadInput, ServiceUnavailable
+from rag.errors import BadInput, ServiceUnavailable, storage_problem
 from rag.settings import Settings
 
 if TYPE_CHECKING:
@@ -44,6 +44,11 @@ def handle_errors(command: F) -> F:
             _fail(1, str(error))
         except KeyboardInterrupt:
             _fail(130, "interrupted; run the same command again to resume")
+        except Exception as error:
+            problem = storage_problem(error)
+            if problem is None:
+                raise
+            _fail(1, f"{problem} (the store keeps only whole papers): fix it and run the same command again")
 
     return wrapper  # type: ignore[return-value]
 
@@ -312,6 +317,34 @@ def models_install(name: str | None) -> None:
 @cli.group()
 def eval() -> None:  # noqa: A001 - the contract names the command "eval"
     """Measure retrieval (and later answer) quality."""
+
+
+@eval.command("run")
+@click.argument("suite", type=click.Choice(["dev", "scifact", "pubmedqa"]))
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=None, help="Report folder (default: eval/reports/SUITE)."
+)
+@click.option("--provider", "providers", multiple=True, type=click.Choice(["local", "openai", "none"]),
+              help="Answer modes to compare (repeatable; default: the configured one, then none).")  # fmt: skip
+@click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N questions.")
+@click.option("--fresh", is_flag=True, help="Ignore cached per-question results and start over.")
+@json_option
+@handle_errors
+def eval_run(
+    suite: str, out: Path | None, providers: tuple[str, ...], limit: int | None, fresh: bool, as_json: bool
+) -> None:
+    """Run a named suite and write its report folder (report.md, results.json, plots); resumes when interrupted."""
+    from rag.report import run_suite
+
+    settings = load_settings()
+    chosen = list(providers or dict.fromkeys([settings.llm.provider, "none"]))
+    folder = out or settings.reports_path / suite
+    results = run_suite(suite, settings, folder, chosen, limit, fresh)
+    if as_json:
+        emit({key: value for key, value in results.items() if key != "settings"})
+    else:
+        click.echo((folder / "report.md").read_text(encoding="utf-8"))
+        click.echo(f"report folder: {folder}")
 
 
 @eval.command("retrieval")

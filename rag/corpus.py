@@ -283,7 +283,7 @@ def resolve_path(path: Path, fmt: str) -> Path:
 
 
 def sniff_format(path: Path) -> str:
-    """Guess the format from the first non-blank line (and the extension for CSV)."""
+    """Guess the format from the first non-blank line (and the extension for JSON lines and CSV)."""
     with path.open("rb") as handle:
         head = handle.read(65_536)
     if b"\x00" in head:
@@ -293,11 +293,13 @@ def sniff_format(path: Path) -> str:
     if first is None:
         raise CorpusError(path, "empty file (only blank lines)")
     first = first.lstrip("\ufeff").strip()
-    if first.startswith("{"):
+    if first.startswith("{") or path.suffix.lower() in {".jsonl", ".ndjson", ".json"}:
         try:
             record = json.loads(first)
         except json.JSONDecodeError:
             return "jsonl"  # the reader reports the exact problem and line
+        if not isinstance(record, dict):
+            return "jsonl"
         if "_id" in record or ("text" in record and "abstract" not in record and "id" in record):
             return "beir"
         if {"id", "abstract", "update_date"} <= record.keys():
@@ -312,6 +314,8 @@ def read_corpus(path: Path, fmt: str = "auto") -> Iterator[Paper]:
     """Stream the papers of a corpus file (or BEIR folder) in the given or sniffed format."""
     if fmt not in FORMATS:
         raise CorpusError(path, f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if fmt == "auto" and Path(path).is_dir():
+        fmt = "beir"  # a folder is a BEIR benchmark: its corpus.jsonl is read with BEIR's ids
     path = resolve_path(Path(path), fmt)
     if fmt == "auto":
         fmt = sniff_format(path)

@@ -1,12 +1,15 @@
 """The BM25 side of hybrid search: llama-index's ``BM25Retriever`` (bm25s) persisted under ``RAG_DATA_DIR``.
 
 Chroma is the source of truth. The index is rebuilt from the collection's rows after every ingest that changed
-something, and a loader that finds it out of step (another row count) rebuilds it before use.
+something, and a loader that finds it out of step (another row count) rebuilds it before use. Builds are published
+as immutable version folders named by an atomically replaced ``current`` file, so no process sees a partial index.
 """
 
 import json
+import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from bm25s.stopwords import STOPWORDS_EN
@@ -18,6 +21,7 @@ from llama_index.retrievers.bm25 import BM25Retriever
 from rag.store import iter_records
 
 STATE_FILE = "rag_state.json"
+CURRENT = "current"  # a file naming the published version folder
 # Words that every abstract and every "which papers …" question uses: as query terms they only add noise.
 SCHOLARLY_STOPWORDS = (  # noqa: SIM905 - a word list reads best as words
     "paper papers work works study studies studied propose proposed proposes approach approaches method methods "
@@ -40,40 +44,70 @@ def _nodes(collection: Collection) -> list[BaseNode]:
 
 
 def rebuild(collection: Collection, folder: Path) -> BM25Retriever | None:
-    """Index every row of the collection and swap the new index in atomically; None for an empty collection."""
+    """Index every row of the collection and publish it atomically; None for an empty collection.
+
+    Each build is written to its own version folder, then the ``current`` file is swapped to name it in one rename, so a
+    reader in another process (the server, while `rag ingest` runs) always opens a complete index, and two writers
+    never write into the same folder.
+    """
     nodes = _nodes(collection)
-    folder.parent.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
     if not nodes:
-        shutil.rmtree(folder, ignore_errors=True)
+        (folder / CURRENT).unlink(missing_ok=True)
         return None
     retriever = BM25Retriever.from_defaults(
         nodes=nodes,
         similarity_top_k=min(100, len(nodes)),
         language=STOPWORDS,  # type: ignore[arg-type]  # passed through to bm25s, which takes a list too
     )
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder.parent))
-    retriever.persist(str(staging), show_progress=False)
-    (staging / STATE_FILE).write_text(json.dumps({"rows": len(nodes), "tokenizer": TOKENIZER_VERSION}))
-    retired = folder.with_name(folder.name + ".old")
-    shutil.rmtree(retired, ignore_errors=True)
-    if folder.exists():
-        folder.rename(retired)
-    staging.rename(folder)
-    shutil.rmtree(retired, ignore_errors=True)
+    # A freshly built retriever keeps its corpus beside the bm25s index, a loaded one inside it; searches build
+    # retrievers from the bm25s index alone, so it must carry the corpus either way.
+    retriever.bm25.corpus = retriever.corpus
+    version = Path(tempfile.mkdtemp(prefix="v-", dir=folder))
+    retriever.persist(str(version), show_progress=False)
+    (version / STATE_FILE).write_text(json.dumps({"rows": len(nodes), "tokenizer": TOKENIZER_VERSION}))
+    previous = _live(folder)
+    pointer = folder / f".{version.name}.current"
+    pointer.write_text(version.name)
+    os.replace(pointer, folder / CURRENT)  # atomic: readers see the old index or the new one, never a mix
+    if previous is not None:
+        os.utime(previous)  # superseded now: a reader that just opened it gets a minute to finish
+    _prune(folder, keep=version)
     return retriever
 
 
-def in_step(collection: Collection, folder: Path) -> bool:
-    """Whether the persisted index covers exactly the rows the collection has now."""
+def _prune(folder: Path, keep: Path) -> None:
+    """Drop versions superseded over a minute ago: no reader is still opening them (a load takes seconds)."""
+    now = time.time()
+    for old in folder.glob("v-*"):
+        if old != keep and now - old.stat().st_mtime > 60:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _live(folder: Path) -> Path | None:
     try:
-        state = json.loads((folder / STATE_FILE).read_text())
+        live = folder / (folder / CURRENT).read_text().strip()
+    except OSError:
+        return None
+    return live if live.name.startswith("v-") and live.is_dir() else None
+
+
+def in_step(collection: Collection, folder: Path) -> bool:
+    """Whether the published index covers exactly the rows the collection has now."""
+    live = _live(folder)
+    try:
+        state = json.loads((live / STATE_FILE).read_text()) if live else {}
     except (OSError, ValueError):
         return False
     return bool(state.get("rows") == collection.count() and state.get("tokenizer") == TOKENIZER_VERSION)
 
 
 def load(collection: Collection, folder: Path) -> BM25Retriever | None:
-    """The persisted index, rebuilt first when it is missing or out of step with Chroma."""
-    if not in_step(collection, folder):
-        return rebuild(collection, folder)
-    return BM25Retriever.from_persist_dir(str(folder), show_progress=False)
+    """The published index, rebuilt first when it is missing, unreadable or out of step with Chroma."""
+    live = _live(folder)
+    if live is not None and in_step(collection, folder):
+        try:
+            return BM25Retriever.from_persist_dir(str(live), show_progress=False)
+        except (OSError, ValueError):
+            pass  # pruned or damaged under us: build afresh
+    return rebuild(collection, folder)

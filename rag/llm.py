@@ -10,6 +10,8 @@ import os
 from collections.abc import Iterator
 from typing import Any, Protocol
 
+import httpx
+
 from rag.errors import BadInput
 from rag.settings import Settings
 
@@ -94,6 +96,10 @@ class OpenAIChatModel:
             for chunk in response:
                 if chunk.choices and chunk.choices[0].delta.content:
                     yield chunk.choices[0].delta.content
+        except httpx.HTTPError as error:  # the connection broke while the reply was streaming
+            raise LLMUnavailable(
+                f"the chat server at {self._where} stopped mid-answer ({type(error).__name__})"
+            ) from None
         except self._openai.APITimeoutError:
             raise LLMUnavailable(f"the chat server at {self._where} did not answer in time") from None
         except self._openai.APIConnectionError:

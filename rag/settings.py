@@ -93,6 +93,11 @@ class ServerSettings(_Section):
         return [tuple(pair.strip().split(":", 1)) for pair in pairs]  # type: ignore[misc]
 
 
+class EvalSettings(_Section):
+    benchmarks_dir: str
+    reports_dir: str
+
+
 class LimitSettings(_Section):
     max_question_chars: int = Field(ge=1)
 
@@ -114,6 +119,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings
     retrieval: RetrievalSettings
     answer: AnswerSettings
+    eval: EvalSettings
     limits: LimitSettings
 
     @classmethod
@@ -145,6 +151,15 @@ class Settings(BaseSettings):
     @property
     def models_path(self) -> Path:
         return Path(self.llm.models_dir).expanduser().resolve() if self.llm.models_dir else PROJECT_DIR / "models"
+
+    @property
+    def benchmarks_path(self) -> Path:
+        folder = self.eval.benchmarks_dir or "../shared/benchmarks"
+        return (PROJECT_DIR / Path(folder).expanduser()).resolve()
+
+    @property
+    def reports_path(self) -> Path:
+        return (PROJECT_DIR / Path(self.eval.reports_dir).expanduser()).resolve()
 
     @property
     def data_path(self) -> Path:

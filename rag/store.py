@@ -4,6 +4,7 @@ Embeddings are always computed by us and passed in, so Chroma never loads (or do
 """
 
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -33,20 +34,24 @@ def connect(settings: Settings) -> ClientAPI:
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise BadInput(f"chroma.server_url={url!r} is not an http(s) URL")
-    try:
-        client = chromadb.HttpClient(
-            host=parsed.hostname,
-            port=parsed.port or (443 if parsed.scheme == "https" else 8000),
-            ssl=parsed.scheme == "https",
-            settings=client_settings,
-        )
-        client.heartbeat()
-    except Exception as error:  # chromadb raises several types for an unreachable server
-        raise ServiceUnavailable(
-            f"Chroma server at {url} is not answering ({type(error).__name__}); start it with "
-            "`chroma run --path DIR --host HOST --port PORT` or unset chroma.server_url"
-        ) from None
-    return client
+    deadline = time.monotonic() + settings.chroma.connect_timeout_s
+    while True:  # a server that is still starting gets until the deadline
+        try:
+            client = chromadb.HttpClient(
+                host=parsed.hostname,
+                port=parsed.port or (443 if parsed.scheme == "https" else 8000),
+                ssl=parsed.scheme == "https",
+                settings=client_settings,
+            )
+            client.heartbeat()
+            return client
+        except Exception as error:  # chromadb raises several types for an unreachable server
+            if time.monotonic() >= deadline:
+                raise ServiceUnavailable(
+                    f"Chroma server at {url} is not answering ({type(error).__name__}); start it with "
+                    "`chroma run --path DIR --host HOST --port PORT` or unset chroma.server_url"
+                ) from None
+            time.sleep(0.5)
 
 
 def collection_name(settings: Settings) -> str:

@@ -3,6 +3,7 @@ a server that is down, and a model file that fails its hash."""
 
 import json
 import re
+import socket
 import sys
 import threading
 import time
@@ -122,21 +123,37 @@ def test_an_abstract_with_planted_instructions_changes_nothing(model_file: Path,
 
 
 class _Misbehaving(BaseHTTPRequestHandler):
-    """An OpenAI-compatible endpoint that is slow, answers garbage, or fails, per the path's first segment."""
+    """An OpenAI-compatible endpoint that is slow, answers garbage, fails, or dies mid-answer, per the path."""
+
+    protocol_version = "HTTP/1.1"
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
         mode = self.path.strip("/").split("/")[0]
+        if mode == "dies":  # one good chunk of a chunked stream, then the server is gone (no final chunk)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            piece = {"choices": [{"index": 0, "delta": {"content": "KDEformer approximates attention [1]. It"}}]}
+            data = f"data: {json.dumps(piece)}\n\n".encode()
+            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            self.wfile.flush()
+            time.sleep(0.2)
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
         if mode == "slow":
             time.sleep(6)
         if mode == "error":
             self.send_response(500)
             self.end_headers()
             return
+        body = b"data: {this is not json\n\ndata: [DONE]\n\n"
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(b"data: {this is not json\n\ndata: [DONE]\n\n")
+        self.wfile.write(body)
 
     def log_message(self, *args: object) -> None:
         pass
@@ -153,7 +170,12 @@ def misbehaving_server() -> Iterator[str]:
 
 @pytest.mark.parametrize(
     ("mode", "notice"),
-    [("slow", "did not answer in time"), ("garbage", "malformed reply"), ("error", "answered HTTP 500")],
+    [
+        ("slow", "did not answer in time"),
+        ("garbage", "malformed reply"),
+        ("error", "answered HTTP 500"),
+        ("dies", "stopped mid-answer"),
+    ],
 )
 def test_a_misbehaving_chat_server_gives_the_evidence_and_a_notice(
     misbehaving_server: str, bundled_data: Path, mode: str, notice: str

@@ -5,9 +5,11 @@ from pathlib import Path
 
 import pytest
 
+from rag import keyword_index
 from rag.errors import BadInput
 from rag.ingest import ingest
 from rag.retrieve import Filters, PaperRetriever
+from rag.store import collection_name
 from tests.conftest import make_settings, synthetic_papers, write_jsonl
 from tests.test_ingest import LONG_ABSTRACT
 
@@ -88,3 +90,13 @@ def test_metadata_filters_restrict_by_year_and_category(synthetic: PaperRetrieve
     expected = {f"syn-{i}" for i in range(40) if i % 4 == 1 and 2018 <= 2015 + i % 10 <= 2020}
     assert {hit.paper_id for hit in hits} == expected
     assert synthetic.search("protein", mode=mode, filters=Filters(categories=("nope",))) == []  # type: ignore[arg-type]
+
+
+def test_an_index_rebuilt_at_load_time_searches_like_a_persisted_one(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "data")
+    ingest(write_jsonl(tmp_path / "c.jsonl", synthetic_papers(20)), "jsonl", settings, progress=False)
+    folder = keyword_index.index_dir(settings.data_path, collection_name(settings))
+    persisted = [hit.paper_id for hit in PaperRetriever(settings).search("protein folding", k=5, mode="bm25")]
+    (folder / keyword_index.CURRENT).unlink()  # as if another process had not published its index yet
+    rebuilt = [hit.paper_id for hit in PaperRetriever(settings).search("protein folding", k=5, mode="bm25")]
+    assert rebuilt == persisted and len(rebuilt) == 5

@@ -9,6 +9,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import chromadb
+import pytest
 from chromadb.config import Settings as ChromaClientSettings
 
 from tests.conftest import RAG, free_port, run_rag, synthetic_papers, write_jsonl
@@ -29,9 +30,13 @@ def test_ingest_and_search_through_a_chroma_server(chroma_server: str, tmp_path:
     assert not (tmp_path / "data" / "chroma").exists()  # nothing went to the embedded store
 
 
-def test_kill_9_mid_ingest_then_rerun_gives_exact_counts(chroma_server: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("total", "kill_at"), [(300, 40), pytest.param(5000, 2500, marks=pytest.mark.slow, id="5000-half-way")]
+)
+def test_kill_9_mid_ingest_then_rerun_gives_exact_counts(
+    chroma_server: str, tmp_path: Path, total: int, kill_at: int
+) -> None:
     env = {"RAG_CHROMA__SERVER_URL": chroma_server, "RAG_INGEST__BATCH_PAPERS": "8"}
-    total = 300
     corpus = write_jsonl(tmp_path / "c.jsonl", synthetic_papers(total))
     parsed = urlparse(chroma_server)
     client = chromadb.HttpClient(
@@ -40,25 +45,25 @@ def test_kill_9_mid_ingest_then_rerun_gives_exact_counts(chroma_server: str, tmp
     process = subprocess.Popen(
         [RAG, "ingest", str(corpus)], env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 120 + total / 10
     written = 0
     while time.monotonic() < deadline and process.poll() is None:
         try:
             written = client.get_collection(COLLECTION).count()
         except Exception:  # not created yet
             written = 0
-        if written >= 40:
+        if written >= kill_at:
             process.send_signal(signal.SIGKILL)
             break
         time.sleep(0.05)
     process.wait(timeout=30)
     assert process.returncode == -signal.SIGKILL, "the ingest finished before it could be killed"
     partial = client.get_collection(COLLECTION).count()
-    assert 40 <= partial < total
+    assert kill_at <= partial < total
 
     report = json.loads(run_rag("ingest", str(corpus), "--json", env=env).stdout)
     assert (report["papers"], report["chunks"]) == (total, total)
-    assert report["added"] + report["skipped"] == total and report["skipped"] >= 40 - 8
+    assert report["added"] + report["skipped"] == total and report["skipped"] >= kill_at - 8
     ids = client.get_collection(COLLECTION).get(include=[])["ids"]
     assert len(ids) == len(set(ids)) == total
     assert json.loads(run_rag("stats", "--json", env=env).stdout)["incomplete"] == 0

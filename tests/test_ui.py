@@ -1,6 +1,7 @@
 """The web UI for real: Debian's chromium driven by Playwright, and `gradio_client` against the running app."""
 
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -85,3 +86,16 @@ def test_an_empty_store_says_how_to_ingest(browser: Browser, tmp_path: Path) -> 
         page.locator("#question textarea").fill(SOFTMAX)
         page.locator("#question textarea").press("Enter")
         expect(page.locator("#chat")).to_contain_text("rag ingest", timeout=30_000)
+
+
+def test_ui_login_when_configured(tmp_path: Path, bundled_data: Path) -> None:
+    shutil.copytree(bundled_data, tmp_path / "data")
+    env = {"RAG_LLM__PROVIDER": "none", "RAG_SERVER__UI_AUTH": "ann:s3cret-pw"}
+    with rag_serve(tmp_path / "data", tmp_path / "serve.log", **env) as app:
+        with pytest.raises(Exception, match=r"(?i)login|auth|401|403"):
+            Client(app.url, verbose=False).predict(SOFTMAX, "", "none", 0, api_name="/ask")
+        payload = Client(app.url, auth=("ann", "s3cret-pw"), verbose=False).predict(
+            SOFTMAX, "", "none", 0, api_name="/ask"
+        )
+        assert payload["citations"]
+        assert "s3cret-pw" not in app.log.read_text()
