@@ -146,6 +146,7 @@ class _Misbehaving(BaseHTTPRequestHandler):
             time.sleep(6)
         if mode == "error":
             self.send_response(500)
+            self.send_header("Content-Length", "0")
             self.end_headers()
             return
         body = b"data: {this is not json\n\ndata: [DONE]\n\n"
