@@ -66,9 +66,11 @@ eval: install
 load: install
 	$(BIN)/python eval/load_test.py --sessions 20 --duration 120
 
-## Speed benchmark of ingest and retrieval (medians), written to eval/results/.
+## Speed benchmarks (medians), written to eval/results/: ingest and search at 231 and 5,183 abstracts, then the
+## scale run to 100,000 abstracts on a Chroma server with the serving process's peak memory (~20 min in all).
 bench: install
 	$(BIN)/python eval/bench_speed.py
+	$(BIN)/python eval/bench_scale.py
 
 lock:
 	(head -2 requirements.lock; $(BIN)/python -m pip freeze --exclude-editable; $(BIN)/python -m pip freeze --all | grep ^setuptools==) > requirements.lock.new && mv requirements.lock.new requirements.lock

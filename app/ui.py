@@ -178,9 +178,12 @@ def build_ui(assistant: Assistant) -> gr.Blocks:
 
     def ask(question: str, collection: str = "", provider: str = "", top_k: int = 0) -> dict[str, Any]:
         """One question, no history: the same JSON as `rag ask --json`."""
-        request_settings = assistant.settings_for(collection or None, provider or None)
-        conversation, notice = assistant.conversation(request_settings, [])
-        *_, answer = conversation.ask(question, candidates=top_k or None)
+        try:
+            request_settings = assistant.settings_for(collection or None, provider or None)
+            conversation, notice = assistant.conversation(request_settings, [])
+            *_, answer = conversation.ask(question, candidates=top_k or None)
+        except (BadInput, ServiceUnavailable) as error:  # the client gets the reason, not "Error"
+            raise gr.Error(str(error)) from None
         assert isinstance(answer, Answer)
         payload = answer.as_json()
         payload["notice"] = payload["notice"] or notice

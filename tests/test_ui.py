@@ -77,6 +77,8 @@ def test_gradio_client_gets_the_same_answer_shape_as_the_cli(app_server: App) ->
     assert all(paper in panel for paper in SOFTMAX_PAPERS) and "Evidence-only" in notice
     box, chat, *_ = client.predict("  ", [], 8, "none", "qwen2.5-coder-0.5b", "papers", api_name="/chat")
     assert chat == []
+    _, chat, *_ = client.predict("x" * 100_000, [], 8, "none", "qwen2.5-coder-0.5b", "papers", api_name="/chat")
+    assert "the limit is 2,000" in str(chat[-1]["content"])  # a clear message in the chat, the app keeps serving
 
 
 def test_an_empty_store_says_how_to_ingest(browser: Browser, tmp_path: Path) -> None:
