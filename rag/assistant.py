@@ -2,6 +2,7 @@
 (collection, provider, model, top-k) pick among them, and the local model runs one generation at a time."""
 
 import threading
+from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,11 +14,43 @@ from rag.settings import Settings
 from rag.store import collection_name, connect, manifest, open_collection
 
 
+class FifoLock:
+    """A lock granted in arrival order: under load every waiting request gets its turn (threading.Lock promises no
+    order, so one client could starve). A waiter that gives up leaves the queue."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._waiters: deque[threading.Event] = deque()
+        self._held = False
+
+    def acquire(self, timeout: float) -> bool:
+        with self._guard:
+            if not self._held and not self._waiters:
+                self._held = True
+                return True
+            turn = threading.Event()
+            self._waiters.append(turn)
+        if turn.wait(timeout):
+            return True
+        with self._guard:
+            if turn.is_set():  # handed over just as the wait ran out
+                return True
+            self._waiters.remove(turn)
+            return False
+
+    def release(self) -> None:
+        with self._guard:
+            if self._waiters:
+                self._waiters.popleft().set()  # straight to the next in line: the lock stays held
+            else:
+                self._held = False
+
+
 class SerialModel:
     """A chat model that one request uses at a time: llama.cpp is not re-entrant. A request that waits longer than
     ``wait_s`` gets LLMUnavailable, so the caller answers from the evidence instead of hanging."""
 
-    def __init__(self, model: ChatModel, lock: threading.Lock, wait_s: float) -> None:
+    def __init__(self, model: ChatModel, lock: FifoLock, wait_s: float) -> None:
         self.model, self.lock, self.wait_s = model, lock, wait_s
         self.name, self.context_tokens = model.name, model.context_tokens
 
@@ -36,7 +69,7 @@ class Assistant:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._cache_lock = threading.Lock()
-        self._generation_lock = threading.Lock()
+        self._generation_lock = FifoLock()
         self._finders: dict[tuple[str, str], tuple[int, EvidenceFinder]] = {}
         self._models: dict[tuple[str, str], ChatModel | None] = {}
 
