@@ -357,11 +357,11 @@ def decide_yes_no_maybe(
     from rag.llm import LLMUnavailable
     from rag.tokens import count_tokens
 
+    if model is None:
+        return {"prediction": "yes", "total_s": 0.0, "prompt_tokens": 0, "note": "majority"}
     started = time.perf_counter()
     evidence = finder.find(question.text)
     sources = evidence.sources or evidence.nearest[:1]  # a refusal still leaves the closest study to judge
-    if model is None:
-        return {"prediction": "yes", "total_s": time.perf_counter() - started, "prompt_tokens": 0, "note": "majority"}
     quoted = "\n".join(f"[{s.n}] {s.title} {' '.join(s.sentences)}" for s in sources[:2])
     messages = [
         {"role": "system", "content": YES_NO_MAYBE_PROMPT},
