@@ -62,10 +62,12 @@ def run_session(
             if client is not None:
                 inputs = (question, chat, 8, provider, "qwen2.5-coder-0.5b", "papers")
                 _, chat, _, notice = client.predict(*inputs, api_name="/chat")
-                if len(chat) > 8:
-                    chat = []  # a new conversation now and then
                 answer = str(chat[-1]["content"]) if chat else ""
                 degraded = "Evidence-only" in notice
+                if "No corpus" in notice or "Store unavailable" in notice or "Cannot answer" in answer:
+                    raise ValueError(f"not an answer: {answer[:120]}")
+                if len(chat) > 8:
+                    chat = []  # a new conversation now and then
             else:
                 body = {"model": "rag", "messages": [*turns, {"role": "user", "content": question}]}
                 headers = {"Authorization": f"Bearer {key}"} if key else {}
