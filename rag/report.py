@@ -13,6 +13,7 @@ import platform
 import statistics
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -257,7 +258,7 @@ def run_suite(
         "suite": name,
         "description": suite.description,
         "questions": len(prepared.questions),
-        "by_type": dict(sorted(_count(q.type for q in prepared.questions).items())),
+        "by_type": dict(sorted(Counter(q.type for q in prepared.questions).items())),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "git_commit": git_commit(),
         "versions": versions(),
@@ -270,13 +271,6 @@ def run_suite(
     results["elapsed_s"] = round(time.perf_counter() - started, 1)
     write_report(results, out)
     return results
-
-
-def _count(items: Iterator[str] | Any) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for item in items:
-        counts[item] = counts.get(item, 0) + 1
-    return counts
 
 
 RETRIEVAL_COLUMNS = ["recall@1", "recall@5", "recall@10", "recall@100", "mrr@10", "ndcg@10"]
