@@ -16,8 +16,6 @@ Usage: .venv/bin/python eval/bench_scale.py [--sizes 231,5000,25000,100000] [--s
 import argparse
 import hashlib
 import json
-import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,6 +31,7 @@ import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from serving import free_port, start_serve, wait_until_up
 
 import rag.ingest
 from rag.corpus import BUNDLED_CORPUS, Paper, read_corpus
@@ -42,14 +41,7 @@ from rag.models import LocalMiniLMEmbedding
 from rag.retrieve import MODES, PaperRetriever
 from rag.settings import PROJECT_DIR, Settings
 
-RAG = str(Path(sys.executable).with_name("rag"))
 CHROMA = str(Path(sys.executable).with_name("chroma"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def base_papers(settings: Settings) -> list[Paper]:
@@ -107,17 +99,8 @@ def search_latencies(settings: Settings, questions: list[str]) -> dict[str, dict
 
 def serve_peak_rss_mb(settings_env: dict[str, str], questions: list[str]) -> float:
     """Peak resident memory of `rag serve` (evidence-only answers) after answering the questions through the API."""
-    port = free_port()
-    env = {**os.environ, **settings_env, "RAG_LLM__PROVIDER": "none", "RAG_SERVER__PORT": str(port)}
-    process = subprocess.Popen([RAG, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process, url = start_serve({**settings_env, "RAG_LLM__PROVIDER": "none"})
     try:
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(600):
-            try:
-                if httpx.get(f"{url}/v1/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
         for question in questions:
             body = {"model": "rag", "messages": [{"role": "user", "content": question}]}
             httpx.post(f"{url}/v1/chat/completions", json=body, timeout=120).raise_for_status()
@@ -159,7 +142,7 @@ def main() -> None:
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
             env["RAG_CHROMA__SERVER_URL"] = f"http://127.0.0.1:{port}"
-            time.sleep(5)
+            wait_until_up(f"{env['RAG_CHROMA__SERVER_URL']}/api/v2/heartbeat", server)
         settings = Settings(
             data_dir=env["RAG_DATA_DIR"],
             chroma={"server_url": env.get("RAG_CHROMA__SERVER_URL", "")},

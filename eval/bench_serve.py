@@ -8,22 +8,16 @@ Usage: .venv/bin/python eval/bench_serve.py [--runs 3] [--out eval/results/serve
 import argparse
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import time
 from pathlib import Path
 
 import httpx
+from serving import free_port
 
 PROJECT = Path(__file__).resolve().parents[1]
 QUESTION = "Which papers discuss the softmax bottleneck?"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def one_run(timeout_s: float) -> tuple[float, float]:

@@ -13,9 +13,7 @@ import argparse
 import json
 import os
 import random
-import socket
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -26,11 +24,11 @@ from urllib.parse import urlparse
 
 import httpx
 from gradio_client import Client
+from serving import start_serve
 
 from rag.evaluate import load_question_set, percentile
 from rag.settings import PROJECT_DIR
 
-RAG = str(Path(sys.executable).with_name("rag"))
 FOLLOW_UPS = ["and which of them is the most recent?", "what method does the first one use?", "any limitations?"]
 
 
@@ -40,12 +38,6 @@ class Session:
     latencies: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     degraded: int = 0  # answered from the evidence alone (model busy or failed): not an error, but counted
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def run_session(
@@ -107,18 +99,7 @@ def main() -> None:
     server = None
     url = args.url
     if url is None:
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        env = {**os.environ, "RAG_SERVER__PORT": str(port)} | (
-            {"RAG_LLM__PROVIDER": args.provider} if args.provider else {}
-        )
-        server = subprocess.Popen([RAG, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(600):
-            try:
-                if httpx.get(f"{url}/", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
+        server, url = start_serve({"RAG_LLM__PROVIDER": args.provider} if args.provider else {})
     if urlparse(url).hostname not in ("127.0.0.1", "localhost", "::1"):
         sys.exit("load_test: loopback URLs only")
     questions = [q.text for q in load_question_set(PROJECT_DIR / "eval" / "datasets" / "dev.jsonl")]
