@@ -12,7 +12,7 @@ from typing import Any
 
 import gradio as gr
 
-from rag.answer import Answer
+from rag.answer import Answer, Draft
 from rag.assistant import Assistant
 from rag.errors import BadInput, EmptyCollection, ServiceUnavailable
 from rag.evidence import Evidence, Source
@@ -34,6 +34,7 @@ CSS = """
 .rag-sources blockquote { margin: 6px 0; padding-left: 8px; border-left: 3px solid var(--color-accent); }
 .rag-muted { color: var(--body-text-color-subdued); font-size: 0.9em; }
 a.rag-cite { text-decoration: none; font-weight: 600; }
+.rag-draft { color: var(--body-text-color-subdued); }
 """
 _CITATION = re.compile(r"\[(\d+)\]")
 
@@ -156,6 +157,11 @@ def build_ui(assistant: Assistant) -> gr.Blocks:
                     waiting = "Writing the answer…" if conversation.model and not item.refused else ""
                     chat[-1]["content"] = waiting
                     yield "", chat, history, sources_panel(item), notice or ""
+                elif isinstance(item, Draft):  # the sentence being written, shown apart until it is verified
+                    chat[-1]["content"] = (
+                        link_citations(text) + f'<span class="rag-draft">{html.escape(item.text)}</span>'
+                    )
+                    yield "", chat, history, gr.skip(), gr.skip()
                 elif isinstance(item, str):
                     if item.startswith("\n"):  # the evidence block: the final answer below shows it compactly
                         continue

@@ -31,6 +31,18 @@ _SCAFFOLD = re.compile(
 Attribution = Callable[[str], int | None]  # claim → the source number that supports it, or None
 
 
+@dataclass(frozen=True)
+class Draft:
+    """The model's words for the sentence it is writing, token by token, before that sentence is verified.
+
+    A screen can show them as they come; they are never part of the answer: the verified sentence replaces them
+    (its citations checked, an uncited claim attributed or dropped). Consumers that only take ``str`` pieces (the
+    API's append-only stream, the terminal) skip drafts and get whole verified sentences.
+    """
+
+    text: str
+
+
 @dataclass
 class Answer:
     question: str
@@ -97,8 +109,9 @@ def verify_sentence(sentence: str, valid: set[int]) -> tuple[str, list[int]]:
 
 def verified_stream(
     pieces: Iterator[str], sources: list[Source], attribute: Attribution | None = None
-) -> Iterator[tuple[str, list[int]]]:
-    """Verified sentences as soon as each is complete, with the source numbers it cites.
+) -> Iterator[tuple[str, list[int]] | Draft]:
+    """Verified sentences as soon as each is complete, with the source numbers it cites; in between, after every
+    piece, a :class:`Draft` of the sentence still being written.
 
     A sentence the model left uncited is attributed to the source that supports it (``attribute``), if any.
     """
@@ -122,6 +135,8 @@ def verified_stream(
         for sentence in complete:
             if (checked := check(sentence))[0]:
                 yield checked
+        if draft := _SCAFFOLD.sub("", buffer).strip():
+            yield Draft(draft)
     if buffer.strip() and (checked := check(buffer))[0]:
         yield checked
 
@@ -146,8 +161,9 @@ def refusal_text(evidence: Evidence) -> str:
 
 def answer_stream(
     evidence: Evidence, model: ChatModel | None, max_answer_tokens: int, attribute: Attribution | None = None
-) -> Iterator[str | Answer]:
-    """Yield verified text pieces as they are ready, then the finished :class:`Answer` last."""
+) -> Iterator[str | Draft | Answer]:
+    """Yield verified text pieces as they are ready (with :class:`Draft` s of the sentence being written in
+    between), then the finished :class:`Answer` last."""
     if evidence.refused or model is None:
         text = evidence_only(evidence)
         yield text
@@ -162,7 +178,11 @@ def answer_stream(
     unsupported: list[str] = []
     try:
         pieces = model.stream(messages, max_answer_tokens)
-        for sentence, numbers in verified_stream(pieces, evidence.sources, attribute):
+        for item in verified_stream(pieces, evidence.sources, attribute):
+            if isinstance(item, Draft):
+                yield item
+                continue
+            sentence, numbers = item
             if not numbers:  # a claim without a valid citation is not passed on (it is reported, not shown)
                 unsupported.append(sentence)
                 continue

@@ -3,7 +3,7 @@
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from rag.answer import Answer, answer_stream
+from rag.answer import Answer, Draft, answer_stream
 from rag.evidence import Evidence, EvidenceFinder
 from rag.llm import ChatModel, LLMUnavailable
 from rag.retrieve import Filters, check_question
@@ -59,9 +59,10 @@ class Conversation:
 
     def ask(
         self, question: str, filters: Filters | None = None, candidates: int | None = None
-    ) -> Iterator[Evidence | str | Answer]:
+    ) -> Iterator[Evidence | str | Draft | Answer]:
         """Stream the answer to a (possibly follow-up) question: the :class:`Evidence` first (shown while the model
-        writes), then text pieces, then the finished :class:`Answer`."""
+        writes), then verified text pieces and drafts of the sentence being written, then the finished
+        :class:`Answer`."""
         question = check_question(question, self.settings)
         evidence = self.finder.find(self.standalone(question), filters, candidates)
 

@@ -235,7 +235,7 @@ def answer_one(question: Question, finder: "EvidenceFinder", model: "ChatModel |
     for item in answer_stream(evidence, model, settings.llm.max_answer_tokens, attribute):
         if isinstance(item, Answer):
             answer = item.as_json()
-        elif first is None:
+        elif isinstance(item, str) and first is None:  # the first verified text (drafts are not the answer)
             first = time.perf_counter() - started
     total = time.perf_counter() - started
     return {"answer": answer, "evidence_s": evidence_s, "first_token_s": first, "total_s": total}

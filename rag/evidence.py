@@ -1,11 +1,12 @@
 """Evidence first: which retrieved papers answer the question, and the abstract sentences that bear on it.
 
 Retrieval ranks papers; it cannot say whether any of them answers. The gate here decides, with thresholds calibrated
-on the dev set by ``eval/calibrate_gate.py``: the question is answerable when some candidate's best cosine (bundled
-MiniLM, question vs title or an abstract sentence) clears ``gate_threshold``; then the papers admitted are those whose
-cosine is within ``gate_margin`` of the best and whose fused retrieval score is within ``gate_min_retrieval`` of the
-top one — or whose cosine alone is a strong match (``gate_strong_match``). Nothing admitted means the corpus does
-not cover the question.
+on the dev set by ``eval/calibrate_gate.py``. A paper's relevance is how much of the question it covers, term by term
+(``rag.relevance``). The question is answerable when some candidate's relevance clears ``gate_threshold``; then the
+papers admitted are those within ``gate_margin`` of the best whose fused retrieval score is within
+``gate_min_retrieval`` of the top one — or whose relevance alone is a strong match (``gate_strong_match``). Nothing
+admitted means the corpus does not cover the question. The sentences quoted are each paper's closest to the question
+by cosine.
 """
 
 import re
@@ -17,6 +18,7 @@ import numpy as np
 from llama_index.core.node_parser.text.utils import split_by_sentence_tokenizer
 
 from rag.models import LocalMiniLMEmbedding
+from rag.relevance import TermWeights, coverage
 from rag.retrieve import Filters, Hit, PaperRetriever
 from rag.settings import Settings
 from rag.tokens import count_tokens
@@ -29,7 +31,7 @@ class Source:
     n: int
     paper_id: str
     title: str
-    score: float  # cosine of the question and the paper's best sentence
+    score: float  # relevance: how much of the question the paper covers (rag.relevance)
     sentences: list[str] = field(default_factory=list)
     url: str | None = None
     abstract: str = ""  # the whole text, for a reader who wants to check the quote in context
@@ -102,24 +104,24 @@ class EvidenceFinder:
         embedder = self.retriever.embedder
         # The gate is calibrated on the bundled embedder's cosines; a remote embedder has other scales.
         self.gate_embedder = embedder if isinstance(embedder, LocalMiniLMEmbedding) else LocalMiniLMEmbedding()
+        self.term_weights = TermWeights(self.retriever.keywords)
 
     def score(self, question: str, hits: list[Hit]) -> list[Scored]:
-        """Each hit with its relevance and its sentences with their cosines, most relevant first.
-
-        Relevance is the best cosine over the title and every abstract sentence: a title often names the topic
-        that no single sentence repeats. Only sentences are quoted as evidence.
-        """
+        """Each hit with its relevance (term coverage of the question by its title and sentences) and its sentences
+        ranked by cosine with the question, best first; one forward pass serves both."""
         per_paper = [sentences_of(hit.text) or [hit.text] for hit in hits]
         flat = [text for hit, sentences in zip(hits, per_paper, strict=True) for text in (hit.title, *sentences)]
-        vectors = self.gate_embedder.encode([question, *flat])
+        vectors, tokens = self.gate_embedder.encode_with_tokens([question, *flat])
         similarities = vectors[1:] @ vectors[0]
+        weights = self.term_weights.per_token(tokens[0])
         scored, start = [], 0
         for hit, sentences in zip(hits, per_paper, strict=True):
-            title_sim, sims = similarities[start], similarities[start + 1 : start + 1 + len(sentences)]
-            start += 1 + len(sentences)
+            end = start + 1 + len(sentences)
+            sims = similarities[start + 1 : end]
             order = np.argsort(-sims)
             ranked = [(sentences[i], float(sims[i])) for i in order]
-            scored.append((hit, float(max(title_sim, sims[order[0]])), ranked))
+            scored.append((hit, coverage(tokens[0], weights, tokens[1 + start : 1 + end]), ranked))
+            start = end
         return scored
 
     def supporting_source(self, sentence: str, evidence: Evidence) -> int | None:

@@ -2,6 +2,7 @@
 
 import os
 import re
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,33 @@ from rag.local_models import sha256_of
 from rag.settings import Settings
 
 MINILM_TOKENIZER = Path(__file__).parent / "assets" / "minilm" / "tokenizer.json"
+
+
+@dataclass(frozen=True)
+class TokenStates:
+    """One text's contextual token vectors (unit rows) and, for each, its wordpiece id and the word it belongs to."""
+
+    vectors: np.ndarray
+    ids: tuple[int, ...]
+    words: tuple[str, ...]
+
+    @classmethod
+    def empty(cls) -> "TokenStates":
+        return cls(np.zeros((0, 384), dtype=np.float32), (), ())
+
+    @classmethod
+    def of(cls, text: str, encoding: Any, hidden: np.ndarray) -> "TokenStates":
+        """Keep the real tokens ([CLS] and [SEP] belong to no word); a word split into pieces names each piece."""
+        spans: dict[int, tuple[int, int]] = {}
+        for word, (begin, end) in zip(encoding.word_ids, encoding.offsets, strict=True):
+            if word is not None:
+                first, _ = spans.get(word, (begin, end))
+                spans[word] = (first, end)
+        keep = [i for i, word in enumerate(encoding.word_ids) if word is not None]
+        vectors = hidden[keep]
+        vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        words = tuple(text[slice(*spans[encoding.word_ids[i]])] for i in keep)
+        return cls(vectors.astype(np.float32), tuple(encoding.ids[i] for i in keep), words)
 
 
 @cache
@@ -58,9 +86,15 @@ class LocalMiniLMEmbedding(BaseEmbedding):
         return "LocalMiniLMEmbedding"
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        """Embed texts as unit vectors (rows). Texts are sorted by length so padding stays small."""
+        """Embed texts as unit vectors (rows)."""
+        return self.encode_with_tokens(texts)[0]
+
+    def encode_with_tokens(self, texts: list[str]) -> tuple[np.ndarray, list[TokenStates]]:
+        """Unit vectors for the texts, and each text's contextual token vectors (unit length, special tokens
+        dropped) from the same forward pass. Texts are sorted by length so padding stays small."""
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         vectors = np.empty((len(texts), 384), dtype=np.float32)
+        tokens: list[TokenStates] = [TokenStates.empty()] * len(texts)
         for start in range(0, len(order), self.embed_batch_size):
             batch = order[start : start + self.embed_batch_size]
             encodings = self._tokenizer.encode_batch([texts[i] for i in batch])
@@ -77,7 +111,9 @@ class LocalMiniLMEmbedding(BaseEmbedding):
             summed = (hidden * mask[..., None]).sum(axis=1)
             pooled = summed / np.maximum(mask.sum(axis=1, keepdims=True), 1)
             vectors[batch] = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
-        return vectors
+            for row, (i, encoding) in enumerate(zip(batch, encodings, strict=True)):
+                tokens[i] = TokenStates.of(texts[i], encoding, hidden[row, : len(encoding.ids)])
+        return vectors, tokens
 
     def _get_query_embedding(self, query: str) -> list[float]:
         return self.encode([query])[0].tolist()

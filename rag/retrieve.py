@@ -104,9 +104,10 @@ class PaperRetriever:
         self.index = VectorStoreIndex.from_vector_store(
             ChromaVectorStore(chroma_collection=collection), embed_model=self.embedder
         )
-        bm25 = keyword_index.load(collection, keyword_index.index_dir(settings.data_path, name))
-        assert bm25 is not None
-        self.bm25 = bm25
+        keywords = keyword_index.load(collection, keyword_index.index_dir(settings.data_path, name))
+        assert keywords is not None
+        self.keywords = keywords
+        self.bm25 = keywords.retriever
         self.rerankers = build_rerankers(settings)
 
     def _retriever(self, mode: Mode, k: int, filters: MetadataFilters | None) -> BaseRetriever:

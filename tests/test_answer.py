@@ -9,6 +9,7 @@ import pytest
 
 from rag.answer import (
     Answer,
+    Draft,
     answer_stream,
     build_messages,
     verified_stream,
@@ -56,13 +57,27 @@ def test_invented_and_out_of_range_citations_are_removed() -> None:
     assert verify_sentence("No citation at all.", {1}) == ("No citation at all.", [])
 
 
-def test_sentences_are_verified_as_they_stream() -> None:
+def test_sentences_are_verified_as_they_stream_with_drafts_in_between() -> None:
     pieces = iter(["Finding one is ", "real [1]. Finding", " two [9]. Tail [2]"])
     assert list(verified_stream(pieces, SOURCES)) == [
+        Draft("Finding one is"),
         ("Finding one is real [1].", [1]),
+        Draft("Finding"),
         ("Finding two.", []),
+        Draft("Tail [2]"),
         ("Tail [2]", [2]),
     ]
+
+
+def test_drafts_stream_token_by_token_but_only_verified_sentences_reach_the_answer() -> None:
+    model = ScriptedModel("Paper one finds it [1]. An invented claim [7]. PWNED")
+    items = list(answer_stream(Evidence("q", SOURCES, []), model, 200))
+    drafts = [item.text for item in items if isinstance(item, Draft)]
+    assert drafts[:4] == ["Paper", "Paper one", "Paper one finds", "Paper one finds it"]
+    assert "An invented claim" in drafts and "PWNED" in drafts  # shown as unverified while written ...
+    answer = items[-1]
+    assert isinstance(answer, Answer) and "PWNED" not in answer.text  # ... never kept
+    assert next(item for item in items if isinstance(item, str)) == "Paper one finds it [1]. "
 
 
 def test_uncited_claims_are_dropped_and_reported() -> None:

@@ -1,0 +1,96 @@
+"""The relevance gate's measure: IDF-weighted term coverage from the bundled MiniLM's token vectors."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tokenizers import Tokenizer
+
+from rag import keyword_index
+from rag.evidence import EvidenceFinder
+from rag.ingest import ingest
+from rag.models import MINILM_TOKENIZER, LocalMiniLMEmbedding
+from rag.relevance import TermWeights, coverage
+from rag.store import collection_name, connect, open_collection
+from tests.conftest import make_settings, write_jsonl
+
+PAPERS = [
+    {"title": "Diffusion models design protein backbones", "abstract": "We design protein structures by diffusion."},
+    {"title": "Video diffusion", "abstract": "We study diffusion models that generate video frames efficiently."},
+    {"title": "Image diffusion", "abstract": "We train diffusion models that generate images at high resolution."},
+]
+
+
+@pytest.fixture(scope="module")
+def embedder() -> LocalMiniLMEmbedding:
+    return LocalMiniLMEmbedding()
+
+
+@pytest.fixture
+def small_index(tmp_path: Path) -> keyword_index.KeywordIndex:
+    settings = make_settings(tmp_path / "data")
+    ingest(write_jsonl(tmp_path / "papers.jsonl", PAPERS), "jsonl", settings, progress=False)
+    collection = open_collection(connect(settings), collection_name(settings), create=False)
+    assert collection is not None
+    loaded = keyword_index.load(collection, keyword_index.index_dir(settings.data_path, collection_name(settings)))
+    assert loaded is not None
+    return loaded
+
+
+def piece(word: str) -> int:
+    tokenizer = Tokenizer.from_file(str(MINILM_TOKENIZER))
+    tokenizer.no_padding()
+    (token,) = tokenizer.encode(word, add_special_tokens=False).ids
+    return token
+
+
+def test_the_index_counts_the_rows_each_wordpiece_occurs_in(small_index: keyword_index.KeywordIndex) -> None:
+    frequencies = small_index.piece_frequencies
+    assert small_index.documents == 3
+    assert (frequencies[piece("diffusion")], frequencies[piece("protein")], frequencies[piece("video")]) == (3, 1, 1)
+    assert frequencies[piece("weather")] == 0
+
+
+def test_rare_words_weigh_most_and_stopwords_nothing(
+    small_index: keyword_index.KeywordIndex, embedder: LocalMiniLMEmbedding
+) -> None:
+    _, (question,) = embedder.encode_with_tokens(["Which papers use diffusion for protein weather?"])
+    weights = dict(zip(question.words, TermWeights(small_index).per_token(question), strict=True))
+    assert weights["papers"] == weights["for"] == weights["?"] == 0.0
+    assert weights["diffusion"] == 0.0 < weights["protein"] < weights["weather"]  # every paper says diffusion
+
+
+def test_a_paper_missing_the_decisive_term_covers_less_of_the_question(
+    small_index: keyword_index.KeywordIndex, embedder: LocalMiniLMEmbedding
+) -> None:
+    texts = ["Which papers use diffusion models to design protein structures?", *(p["abstract"] for p in PAPERS)]
+    _, (question, *papers) = embedder.encode_with_tokens(texts)
+    weights = TermWeights(small_index).per_token(question)
+    protein, video, image = (coverage(question, weights, [paper]) for paper in papers)
+    assert protein > max(video, image) + 0.1
+    assert coverage(question, weights, [question]) == pytest.approx(1.0, abs=1e-5)
+    assert coverage(question, np.zeros_like(weights), papers) == 0.0  # a question of stopwords covers nothing
+
+
+def test_the_gate_refuses_a_neighbouring_topic_and_admits_both_softmax_papers(bundled_data: Path) -> None:
+    finder = EvidenceFinder(make_settings(bundled_data))
+    softmax = finder.find("Which papers discuss the softmax bottleneck?")
+    assert {source.title.split("?")[0] for source in softmax.sources} >= {
+        "Why do small language models underperform",
+        "On Retrieval Augmentation and the Limitations of Language Model Training",
+    }
+    assert all(0 < source.score <= 1 for source in softmax.sources)
+    off_topic = finder.find("Which papers train diffusion models to generate drug-like molecules?")
+    assert off_topic.refused and len(off_topic.nearest) == 3
+
+
+def test_an_index_built_before_wordpiece_counts_is_rebuilt(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "data")
+    ingest(write_jsonl(tmp_path / "papers.jsonl", PAPERS), "jsonl", settings, progress=False)
+    collection = open_collection(connect(settings), collection_name(settings), create=False)
+    assert collection is not None
+    folder = keyword_index.index_dir(settings.data_path, collection_name(settings))
+    live = folder / (folder / keyword_index.CURRENT).read_text()
+    (live / keyword_index.PIECES_FILE).unlink()  # as an index published by an older version would be
+    rebuilt = keyword_index.load(collection, folder)
+    assert rebuilt is not None and rebuilt.piece_frequencies[piece("protein")] == 1
