@@ -46,8 +46,11 @@ def test_the_softmax_question_streams_a_cited_answer_with_both_papers_in_the_sou
     for paper in SOFTMAX_PAPERS:  # the evidence shows before the model has finished
         expect(panel).to_contain_text(paper, timeout=60_000)
     chat = page.locator("#chat")
+    # the model's words show token by token as a draft until their sentence is verified ...
+    expect(chat.locator(".rag-draft").first).to_be_attached(timeout=120_000)
     expect(chat.locator("a.rag-cite").first).to_be_visible(timeout=180_000)
     expect(chat).to_contain_text(re.compile("Sources:|Evidence:"), timeout=180_000)  # the answer is complete
+    expect(chat.locator(".rag-draft")).to_have_count(0)  # ... and no draft outlives the answer
     assert re.search(r"\[\d\]", chat.inner_text())
     expect(page.locator("#question textarea")).to_have_value("")
     citation = chat.locator("a.rag-cite").first.get_attribute("href") or ""
