@@ -156,7 +156,9 @@ def evidence_only(evidence: Evidence) -> str:
 
 def refusal_text(evidence: Evidence) -> str:
     nearest = "; ".join(source.title for source in evidence.nearest) or "none"
-    return f"The corpus does not cover this question. Closest papers (not answering): {nearest}."
+    unknown = ", ".join(f"'{word}'" for word in evidence.unknown_words[:8])
+    lacking = f" No paper uses the word(s) {unknown}: check the spelling if one is a typo." if unknown else ""
+    return f"The corpus does not cover this question.{lacking} Closest papers (not answering): {nearest}."
 
 
 def answer_stream(

@@ -46,6 +46,7 @@ class Evidence:
     sources: list[Source]  # admitted papers, numbered from 1
     nearest: list[Source]  # when nothing is admitted: the closest papers, shown as "closest, not answering"
     others: list[Source] = field(default_factory=list)  # retrieved, not admitted: shown apart, never cited
+    unknown_words: list[str] = field(default_factory=list)  # question words no paper uses (a lacking topic, a typo)
 
     @property
     def refused(self) -> bool:
@@ -102,7 +103,7 @@ class EvidenceFinder:
         self.settings = settings
         self.retriever = retriever or PaperRetriever(settings)
         embedder = self.retriever.embedder
-        # The gate is calibrated on the bundled embedder's cosines; a remote embedder has other scales.
+        # The gate is calibrated on the bundled embedder's token vectors; a remote embedder has other scales.
         self.gate_embedder = embedder if isinstance(embedder, LocalMiniLMEmbedding) else LocalMiniLMEmbedding()
         self.term_weights = TermWeights(self.retriever.keywords)
 
@@ -160,4 +161,5 @@ class EvidenceFinder:
             others = [source(0, item, [item[2][0][0]]) for item in scored if not any(item is a for a in admitted)]
             return Evidence(question, sources, [], others)
         nearest = sorted(scored, key=lambda item: item[1], reverse=True)[:3]
-        return Evidence(question, [], [source(n, item, [item[2][0][0]]) for n, item in enumerate(nearest, 1)])
+        closest = [source(n, item, [item[2][0][0]]) for n, item in enumerate(nearest, 1)]
+        return Evidence(question, [], closest, unknown_words=self.term_weights.unknown_words(question))

@@ -10,10 +10,14 @@ embedder's token states — no extra model, no extra forward pass. eval/calibrat
 pooled cosine it replaced.
 """
 
+import re
+
 import numpy as np
 
 from rag.keyword_index import STOPWORDS, KeywordIndex
 from rag.models import TokenStates
+
+_WORD = re.compile(r"(?u)\b\w\w+\b")  # how bm25s splits text into words
 
 
 class TermWeights:
@@ -23,6 +27,20 @@ class TermWeights:
         documents = keywords.documents
         self._idf = np.log((documents + 1) / (keywords.piece_frequencies.astype(np.float64) + 1))
         self._stopwords = {word.lower() for word in STOPWORDS}
+        self._vocabulary: dict[str, int] = keywords.retriever.bm25.vocab_dict
+        self._stemmer = keywords.retriever.stemmer
+
+    def unknown_words(self, question: str) -> list[str]:
+        """The question's content words that no row of the collection uses (BM25's words, stemmed): the topic the
+        corpus lacks, or a typo. A refusal names them, so a misspelling is easy to spot."""
+        unknown = []
+        for word in dict.fromkeys(_WORD.findall(question)):
+            lower = word.lower()
+            if lower in self._stopwords:
+                continue
+            if (self._stemmer.stemWord(lower) if self._stemmer is not None else lower) not in self._vocabulary:
+                unknown.append(word)
+        return unknown
 
     def per_token(self, question: TokenStates) -> np.ndarray:
         return np.array(

@@ -7,6 +7,7 @@ import pytest
 from tokenizers import Tokenizer
 
 from rag import keyword_index
+from rag.answer import refusal_text
 from rag.evidence import EvidenceFinder
 from rag.ingest import ingest
 from rag.models import MINILM_TOKENIZER, LocalMiniLMEmbedding
@@ -72,16 +73,26 @@ def test_a_paper_missing_the_decisive_term_covers_less_of_the_question(
     assert coverage(question, np.zeros_like(weights), papers) == 0.0  # a question of stopwords covers nothing
 
 
-def test_the_gate_refuses_a_neighbouring_topic_and_admits_both_softmax_papers(bundled_data: Path) -> None:
+def test_words_no_paper_uses_are_found_whatever_their_inflection(small_index: keyword_index.KeywordIndex) -> None:
+    weights = TermWeights(small_index)
+    assert weights.unknown_words("Papers that design proteins with difusion for the weather?") == [
+        "difusion",
+        "weather",
+    ]  # "proteins" is "protein" stemmed; "Papers", "that", "with", "for", "the" are stopwords
+    assert weights.unknown_words("diffusion models generate video frames") == []
+
+
+def test_the_gate_refuses_a_neighbouring_topic_naming_what_the_corpus_lacks(bundled_data: Path) -> None:
     finder = EvidenceFinder(make_settings(bundled_data))
     softmax = finder.find("Which papers discuss the softmax bottleneck?")
     assert {source.title.split("?")[0] for source in softmax.sources} >= {
         "Why do small language models underperform",
         "On Retrieval Augmentation and the Limitations of Language Model Training",
     }
-    assert all(0 < source.score <= 1 for source in softmax.sources)
+    assert all(0 < source.score <= 1 for source in softmax.sources) and not softmax.unknown_words
     off_topic = finder.find("Which papers train diffusion models to generate drug-like molecules?")
     assert off_topic.refused and len(off_topic.nearest) == 3
+    assert "No paper uses the word(s) 'drug', 'molecules'" in refusal_text(off_topic)
 
 
 def test_an_index_built_before_wordpiece_counts_is_rebuilt(tmp_path: Path) -> None:
