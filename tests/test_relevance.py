@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from chromadb.api.models.Collection import Collection
 from tokenizers import Tokenizer
 
 from rag import keyword_index
@@ -27,13 +28,18 @@ def embedder() -> LocalMiniLMEmbedding:
     return LocalMiniLMEmbedding()
 
 
-@pytest.fixture
-def small_index(tmp_path: Path) -> keyword_index.KeywordIndex:
+def ingest_small(tmp_path: Path) -> tuple[Collection, Path]:
+    """The three papers in a fresh store: its collection and its keyword-index folder."""
     settings = make_settings(tmp_path / "data")
     ingest(write_jsonl(tmp_path / "papers.jsonl", PAPERS), "jsonl", settings, progress=False)
     collection = open_collection(connect(settings), collection_name(settings), create=False)
     assert collection is not None
-    loaded = keyword_index.load(collection, keyword_index.index_dir(settings.data_path, collection_name(settings)))
+    return collection, keyword_index.index_dir(settings.data_path, collection_name(settings))
+
+
+@pytest.fixture
+def small_index(tmp_path: Path) -> keyword_index.KeywordIndex:
+    loaded = keyword_index.load(*ingest_small(tmp_path))
     assert loaded is not None
     return loaded
 
@@ -96,11 +102,7 @@ def test_the_gate_refuses_a_neighbouring_topic_naming_what_the_corpus_lacks(bund
 
 
 def test_an_index_built_before_wordpiece_counts_is_rebuilt(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path / "data")
-    ingest(write_jsonl(tmp_path / "papers.jsonl", PAPERS), "jsonl", settings, progress=False)
-    collection = open_collection(connect(settings), collection_name(settings), create=False)
-    assert collection is not None
-    folder = keyword_index.index_dir(settings.data_path, collection_name(settings))
+    collection, folder = ingest_small(tmp_path)
     live = folder / (folder / keyword_index.CURRENT).read_text()
     (live / keyword_index.PIECES_FILE).unlink()  # as an index published by an older version would be
     rebuilt = keyword_index.load(collection, folder)
