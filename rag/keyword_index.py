@@ -21,7 +21,7 @@ from llama_index.core.schema import BaseNode
 from llama_index.core.vector_stores.utils import metadata_dict_to_node
 from llama_index.retrievers.bm25 import BM25Retriever
 
-from rag.models import MINILM_TOKENIZER
+from rag.models import minilm_tokenizer
 from rag.store import iter_records
 
 STATE_FILE = "rag_state.json"
@@ -51,11 +51,7 @@ class KeywordIndex:
 
 def piece_frequencies(nodes: list[BaseNode]) -> np.ndarray:
     """In how many rows (title and text) each MiniLM wordpiece occurs."""
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_file(str(MINILM_TOKENIZER))
-    tokenizer.no_padding()
-    tokenizer.no_truncation()
+    tokenizer = minilm_tokenizer()
     counts = np.zeros(tokenizer.get_vocab_size(), dtype=np.int32)
     for start in range(0, len(nodes), 1000):
         batch = nodes[start : start + 1000]

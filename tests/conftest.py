@@ -65,6 +65,15 @@ def synthetic_papers(count: int, start: int = 0) -> list[dict[str, Any]]:
     ]
 
 
+def small_store(tmp_path_factory: pytest.TempPathFactory, name: str) -> tuple[Path, dict[str, str], Path]:
+    """A fresh data folder with 12 synthetic papers ingested through the CLI: its folder, env and corpus file."""
+    folder = tmp_path_factory.mktemp(name)
+    env = {"RAG_DATA_DIR": str(folder / "data")}
+    corpus = write_jsonl(folder / f"{name}.jsonl", synthetic_papers(12))
+    assert run_rag("ingest", str(corpus), env=env).returncode == 0
+    return folder, env, corpus
+
+
 def run_rag(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """The installed console script, as a user runs it."""
     return subprocess.run(

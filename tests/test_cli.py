@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_rag, synthetic_papers, write_jsonl
+from tests.conftest import run_rag, small_store, synthetic_papers, write_jsonl
 
 
 @pytest.fixture
@@ -50,10 +50,7 @@ def test_collections_are_separate(small_corpus: Path) -> None:
 @pytest.fixture(scope="module")
 def ingested(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """One store for all bad-input cases (each case only reads it), and the files they feed in."""
-    folder = tmp_path_factory.mktemp("cli")
-    env = {"RAG_DATA_DIR": str(folder / "data")}
-    corpus = write_jsonl(folder / "small.jsonl", synthetic_papers(12))
-    assert run_rag("ingest", str(corpus), env=env).returncode == 0
+    folder, env, corpus = small_store(tmp_path_factory, "cli")
     (folder / "empty.txt").write_bytes(b"")
     (folder / "binary.bin").write_bytes(b"\x00\x01\x02")
     (folder / "odd.txt").write_text("A title\nIts abstract.\nA dangling title\n")

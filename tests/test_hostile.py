@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import run_rag, synthetic_papers, write_jsonl
+from tests.conftest import run_rag, small_store, write_jsonl
 
 Case = Callable[[Path], list[str]]  # builds its input under a folder, returns the rag arguments
 
@@ -68,10 +68,7 @@ CASES: list[tuple[str, Case, int, str]] = [
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A small store, and what it looks like before any hostile input."""
-    folder = tmp_path_factory.mktemp("hostile")
-    env = {"RAG_DATA_DIR": str(folder / "data")}
-    corpus = write_jsonl(folder / "good.jsonl", synthetic_papers(12))
-    assert run_rag("ingest", str(corpus), env=env).returncode == 0
+    _, env, _ = small_store(tmp_path_factory, "hostile")
     # two softmax papers of the bundled corpus, so a real question has something to find
     bundled = run_rag("ingest", env=env)
     assert bundled.returncode == 0

@@ -5,13 +5,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from chromadb.api.models.Collection import Collection
-from tokenizers import Tokenizer
 
 from rag import keyword_index
 from rag.answer import refusal_text
 from rag.evidence import EvidenceFinder
 from rag.ingest import ingest
-from rag.models import MINILM_TOKENIZER, LocalMiniLMEmbedding
+from rag.models import LocalMiniLMEmbedding, minilm_tokenizer
 from rag.relevance import TermWeights, coverage
 from rag.store import collection_name, connect, open_collection
 from tests.conftest import make_settings, write_jsonl
@@ -45,9 +44,7 @@ def small_index(tmp_path: Path) -> keyword_index.KeywordIndex:
 
 
 def piece(word: str) -> int:
-    tokenizer = Tokenizer.from_file(str(MINILM_TOKENIZER))
-    tokenizer.no_padding()
-    (token,) = tokenizer.encode(word, add_special_tokens=False).ids
+    (token,) = minilm_tokenizer().encode(word, add_special_tokens=False).ids
     return token
 
 
