@@ -1,34 +1,63 @@
 """An OpenAI-compatible API for the assistant: ``GET /v1/models`` and ``POST /v1/chat/completions`` (plain and SSE).
 
-Any OpenAI client, Open WebUI or a script can talk to it. The last user message is the question and earlier turns are
-the conversation (follow-ups are rewritten like in the UI). The answer text carries its [n] citations; the sources,
-citations, refusal flag and any notice come back as extra top-level fields (on the last chunk when streaming).
-Errors use OpenAI's error object. With ``RAG_API_KEY`` set, requests need ``Authorization: Bearer <key>``.
+Any OpenAI client, Open WebUI or a script can talk to it: responses are the ``openai`` package's own types
+(``ChatCompletion``, ``ChatCompletionChunk``, ``Model``), streamed with sse-starlette. The last user message is the
+question and the earlier user messages are the conversation (follow-ups are rewritten like in the UI). The answer
+text carries its [n] citations; ``citations``, ``sources``, ``refused``, ``nearest``, ``notice`` and ``synthesis``
+come back as extra top-level fields, on the last chunk when streaming, with ``usage``. The streamed text is exactly
+the non-streamed text: both are the answer stream's deltas. A client that goes away mid-stream closes its answer at
+once, so the local model is free for the next request. Errors, bad bodies included, use OpenAI's error object. With
+``RAG_API_KEY`` set, requests need ``Authorization: Bearer <key>``.
 """
 
 import hmac
-import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Any, Literal
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, ValidationError
-from starlette.concurrency import run_in_threadpool
+import anyio
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from openai.types import CompletionUsage, Model
+from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessage
+from openai.types.chat.chat_completion import Choice
+from openai.types.chat.chat_completion_chunk import Choice as ChunkChoice
+from openai.types.chat.chat_completion_chunk import ChoiceDelta
+from pydantic import BaseModel, ConfigDict, model_validator
+from sse_starlette import EventSourceResponse
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
-from rag.answer import Answer
+from rag.answer import Answer, Draft, EvidenceReady, Fallback, Final, Quotes, Sentence, final_answer
 from rag.assistant import Assistant
 from rag.errors import BadInput, EmptyCollection, ServiceUnavailable
-from rag.evidence import Evidence
 
 # Model ids the API offers: the server's configured answer model, and evidence-only answers (no model, fast).
 MODELS = {"rag": None, "rag-evidence": "none"}
 
 
+class APIError(Exception):
+    """A failure the client receives as OpenAI's error object."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        kind: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.kind, self.code, self.param = status, message, kind, code, param
+
+    def response(self) -> JSONResponse:
+        error = {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}
+        return JSONResponse({"error": error}, self.status)
+
+
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow")  # name, tool_calls, … are accepted and ignored
     role: Literal["system", "user", "assistant", "tool", "developer"]
     content: str | list[dict[str, Any]] | None = None
 
@@ -39,121 +68,149 @@ class ChatMessage(BaseModel):
 
 
 class ChatRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")  # temperature, top_p, … are accepted and ignored
+    model_config = ConfigDict(extra="allow")  # temperature, top_p, stream_options, … are accepted and ignored
     model: str
     messages: list[ChatMessage]
     stream: bool = False
 
+    @model_validator(mode="after")
+    def _has_a_question(self) -> "ChatRequest":
+        if not "".join(self.user_turns()[-1:]).strip():
+            raise ValueError("the last user message is empty: ask a question")
+        return self
 
-def error(status: int, message: str, kind: str = "invalid_request_error", code: str | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": kind, "param": None, "code": code}}, status)
+    def user_turns(self) -> list[str]:
+        return [message.text() for message in self.messages if message.role == "user"]
+
+    @property
+    def question(self) -> str:
+        return self.user_turns()[-1]
+
+    @property
+    def history(self) -> list[str]:
+        """The user's turns before the question: what a follow-up is rewritten from."""
+        return self.user_turns()[:-1]
 
 
-def _history(messages: list[ChatMessage]) -> list[tuple[str, str]]:
-    """Earlier (user, assistant) turns, paired in order; system messages are not questions."""
-    turns, question = [], None
-    for message in messages:
-        if message.role == "user":
-            question = message.text()
-        elif message.role == "assistant" and question is not None:
-            turns.append((question, message.text()))
-            question = None
-    return turns
+def _invalid_request(request: Request, invalid: Exception) -> JSONResponse:
+    """FastAPI's body validation (bad JSON, missing or mistyped fields) as OpenAI's 400 error object."""
+    assert isinstance(invalid, RequestValidationError)
+    first = invalid.errors()[0]
+    where = [str(part) for part in first["loc"][1:]]  # loc starts with "body"
+    if first["type"] == "json_invalid":
+        error = first.get("ctx", {}).get("error", "")
+        return APIError(400, f"the request body is not valid JSON ({error} at character {where[0]})").response()
+    if first["type"] == "value_error":
+        message = str(first["ctx"]["error"])
+    elif not where:
+        message = f"the request body must be a JSON object sent as application/json ({first['msg']})"
+    else:
+        message = f"invalid request: {'.'.join(where)}: {first['msg']}"
+    return APIError(400, message, param=".".join(where) or None).response()
+
+
+def _api_error(request: Request, failure: Exception) -> JSONResponse:
+    assert isinstance(failure, APIError)
+    return failure.response()
+
+
+def add_api(app: FastAPI, assistant: Assistant) -> None:
+    """Mount the API at /v1 on ``app`` with its error handlers (they apply to the app's own routes only)."""
+    app.include_router(build_api(assistant))
+    app.add_exception_handler(APIError, _api_error)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
 
 
 def _extras(answer: Answer, notice: str | None) -> dict[str, Any]:
     payload = answer.as_json()
-    return {
-        "citations": payload["citations"],
-        "sources": payload["sources"],
-        "refused": payload["refused"],
-        "nearest": payload["nearest"],
-        "notice": payload["notice"] or notice,
-    }
+    keys = ("citations", "sources", "refused", "nearest", "synthesis")
+    return {key: payload[key] for key in keys} | {"notice": payload["notice"] or notice}
+
+
+def _usage(answer: Answer) -> CompletionUsage:
+    return CompletionUsage(
+        prompt_tokens=answer.prompt_tokens,
+        completion_tokens=answer.completion_tokens,
+        total_tokens=answer.prompt_tokens + answer.completion_tokens,
+    )
 
 
 def build_api(assistant: Assistant) -> APIRouter:
-    router = APIRouter(prefix="/v1")
+    async def authorise(request: Request) -> None:
+        key = assistant.settings.api_key.get_secret_value()
+        given = request.headers.get("authorization", "")
+        if key and not hmac.compare_digest(given.encode(), f"Bearer {key}".encode()):
+            message = "missing or wrong API key: send 'Authorization: Bearer <RAG_API_KEY>'"
+            raise APIError(401, message, code="invalid_api_key")
+
+    router = APIRouter(prefix="/v1", dependencies=[Depends(authorise)])
     created = int(time.time())
 
-    def authorised(request: Request) -> bool:
-        key = assistant.settings.api_key.get_secret_value()
-        if not key:
-            return True
-        given = request.headers.get("authorization", "")
-        return hmac.compare_digest(given.encode(), f"Bearer {key}".encode())
-
-    def unauthorised() -> JSONResponse:
-        return error(
-            401, "missing or wrong API key: send 'Authorization: Bearer <RAG_API_KEY>'", code="invalid_api_key"
-        )
-
     @router.get("/models")
-    def list_models(request: Request) -> Any:
-        if not authorised(request):
-            return unauthorised()
-        data = [{"id": name, "object": "model", "created": created, "owned_by": "rag"} for name in MODELS]
+    async def list_models() -> dict[str, Any]:
+        data = [Model(id=name, object="model", created=created, owned_by="rag").model_dump() for name in MODELS]
         return {"object": "list", "data": data}
 
     @router.post("/chat/completions")
-    async def chat_completions(request: Request) -> Any:
-        if not authorised(request):
-            return unauthorised()
-        try:
-            body = json.loads(await request.body())
-            chat = ChatRequest.model_validate(body)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return error(400, "the request body is not valid JSON")
-        except ValidationError as invalid:
-            first = invalid.errors()[0]
-            return error(400, f"invalid request: {'.'.join(map(str, first['loc']))}: {first['msg']}")
+    async def chat_completions(chat: ChatRequest) -> Response:
         if chat.model not in MODELS:
-            return error(
-                404, f"model {chat.model!r} does not exist; use one of {sorted(MODELS)}", code="model_not_found"
-            )
-        users = [m for m in chat.messages if m.role == "user"]
-        if not users or not users[-1].text().strip():
-            return error(400, "the last user message is empty: ask a question")
+            message = f"model {chat.model!r} does not exist; use one of {sorted(MODELS)}"
+            raise APIError(404, message, code="model_not_found", param="model")
         try:
             settings = assistant.settings_for(provider=MODELS[chat.model])
-            conversation, notice = await run_in_threadpool(assistant.conversation, settings, _history(chat.messages))
-            stream = conversation.ask(users[-1].text())
-            evidence = await run_in_threadpool(next, stream)  # retrieval and the gate: errors surface here
+            conversation, notice = await run_in_threadpool(assistant.conversation, settings, chat.history)
+            stream = conversation.ask(chat.question)
+            await run_in_threadpool(next, stream)  # EvidenceReady: retrieval and the gate, whose errors land here
         except EmptyCollection as failure:
-            return error(503, f"no corpus ingested: {failure}", "server_error", "no_corpus")
+            raise APIError(503, f"no corpus ingested: {failure}", "server_error", "no_corpus") from None
         except ServiceUnavailable as failure:
-            return error(503, str(failure), "server_error", "store_unavailable")
+            raise APIError(503, str(failure), "server_error", "store_unavailable") from None
         except BadInput as failure:
-            return error(400, str(failure))
-        assert isinstance(evidence, Evidence)
-        completion_id = f"chatcmpl-{uuid.uuid4().hex}"
-        base = {"id": completion_id, "created": int(time.time()), "model": chat.model}
+            raise APIError(400, str(failure), param="messages") from None
+        completion_id, started = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+
         if not chat.stream:
-            answer = await run_in_threadpool(lambda: [item for item in stream if isinstance(item, Answer)][-1])
-            message = {"role": "assistant", "content": answer.text}
-            choice = {"index": 0, "message": message, "finish_reason": "stop"}
-            usage = {
-                "prompt_tokens": answer.prompt_tokens,
-                "completion_tokens": 0,
-                "total_tokens": answer.prompt_tokens,
-            }
-            return base | {"object": "chat.completion", "choices": [choice], "usage": usage} | _extras(answer, notice)
+            answer = await run_in_threadpool(final_answer, stream)
+            reply_message = ChatCompletionMessage(role="assistant", content=answer.text, refusal=None)
+            reply = ChatCompletion(
+                id=completion_id,
+                created=started,
+                model=chat.model,
+                object="chat.completion",
+                choices=[Choice(index=0, message=reply_message, finish_reason="stop", logprobs=None)],
+                usage=_usage(answer),
+                **_extras(answer, notice),
+            )
+            return Response(reply.model_dump_json(exclude_unset=True), media_type="application/json")
 
-        def events() -> Iterator[str]:
-            def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
-                choice = {"index": 0, "delta": delta, "finish_reason": finish}
-                return (
-                    f"data: {json.dumps(base | {'object': 'chat.completion.chunk', 'choices': [choice]} | extra)}\n\n"
-                )
+        def chunk(delta: ChoiceDelta, finish: Literal["stop"] | None = None, **last: Any) -> str:
+            choice = ChunkChoice(index=0, delta=delta, finish_reason=finish, logprobs=None)
+            piece = ChatCompletionChunk(
+                id=completion_id,
+                created=started,
+                model=chat.model,
+                object="chat.completion.chunk",
+                choices=[choice],
+                **last,
+            )
+            return piece.model_dump_json(exclude_unset=True)
 
-            yield chunk({"role": "assistant", "content": ""})
-            for item in stream:
-                if isinstance(item, str):
-                    yield chunk({"content": item})
-                elif isinstance(item, Answer):
-                    yield chunk({}, "stop", **_extras(item, notice))
-            yield "data: [DONE]\n\n"
+        async def chunks() -> AsyncIterator[str]:
+            try:
+                yield chunk(ChoiceDelta(role="assistant", content=""))
+                async for event in iterate_in_threadpool(stream):  # llama.cpp blocks: one event per thread call
+                    match event:
+                        case Sentence() | Quotes() | Fallback():
+                            yield chunk(ChoiceDelta(content=event.delta))
+                        case Final(answer):
+                            yield chunk(ChoiceDelta(), "stop", usage=_usage(answer), **_extras(answer, notice))
+                        case EvidenceReady() | Draft():
+                            pass  # sources come with the last chunk; drafts are never part of the answer
+                yield "[DONE]"
+            finally:  # also when the client went away: closing the answer releases the local model at once
+                with anyio.CancelScope(shield=True):
+                    await run_in_threadpool(stream.close)
 
-        return StreamingResponse(events(), media_type="text/event-stream")
+        return EventSourceResponse(chunks(), sep="\n")
 
     return router

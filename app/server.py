@@ -6,11 +6,11 @@ import gradio as gr
 import uvicorn
 from fastapi import FastAPI
 
-from app.api import build_api
+from app.api import add_api
 from app.ui import CSS, build_ui
 from rag.assistant import Assistant
+from rag.chat_models import LLMUnavailable
 from rag.errors import BadInput, ServiceUnavailable
-from rag.llm import LLMUnavailable
 from rag.settings import Settings
 
 log = logging.getLogger("rag.serve")
@@ -19,7 +19,7 @@ log = logging.getLogger("rag.serve")
 def create_app(assistant: Assistant) -> FastAPI:
     settings = assistant.settings
     app = FastAPI(title="Research assistant", docs_url=None, redoc_url=None)
-    app.include_router(build_api(assistant))
+    add_api(app, assistant)
     logins = settings.server.ui_logins()
     return gr.mount_gradio_app(
         app,

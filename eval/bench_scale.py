@@ -16,7 +16,6 @@ Usage: .venv/bin/python eval/bench_scale.py [--sizes 231,5000,25000,100000] [--s
 import argparse
 import hashlib
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,9 +34,10 @@ from serving import free_port, start_serve, wait_until_up
 
 import rag.ingest
 from rag.corpus import BUNDLED_CORPUS, Paper, read_corpus
-from rag.evaluate import load_question_set, percentile
+from rag.embedding import LocalMiniLMEmbedding
+from rag.eval.datasets import load_question_set
+from rag.eval.metrics import percentile
 from rag.ingest import ingest
-from rag.models import LocalMiniLMEmbedding
 from rag.retrieve import MODES, PaperRetriever
 from rag.settings import PROJECT_DIR, Settings
 
@@ -93,7 +93,7 @@ def search_latencies(settings: Settings, questions: list[str]) -> dict[str, dict
                 retriever.search(question, 10, mode)
                 timings[mode].append(1000 * (time.perf_counter() - started))
     return {
-        m: {"p50_ms": round(statistics.median(t), 1), "p95_ms": round(percentile(t, 95), 1)} for m, t in timings.items()
+        m: {"p50_ms": round(percentile(t, 50), 1), "p95_ms": round(percentile(t, 95), 1)} for m, t in timings.items()
     }
 
 

@@ -11,7 +11,6 @@ Writes eval/results/speed.{md,json,png}. Usage: .venv/bin/python eval/bench_spee
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,9 +25,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from rag.corpus import BUNDLED_CORPUS, read_corpus
-from rag.evaluate import load_beir, load_question_set
+from rag.embedding import LocalMiniLMEmbedding, build_embedder
+from rag.eval.datasets import load_beir, load_question_set
+from rag.eval.metrics import percentile
 from rag.ingest import ingest, make_splitter, paper_nodes
-from rag.models import LocalMiniLMEmbedding, build_embedder
 from rag.retrieve import MODES, PaperRetriever
 from rag.settings import PROJECT_DIR, Settings
 
@@ -93,7 +93,7 @@ def main() -> None:
 
     report: dict[str, Any] = {"runs": args.runs, "cpu_count": os.cpu_count(), "targets": TARGETS}
     timings = ingest_timings(args.runs)
-    report["ingest"] = {key: round(statistics.median(values), 2) for key, values in timings.items()}
+    report["ingest"] = {key: round(percentile(values, 50), 2) for key, values in timings.items()}
     ing = report["ingest"]
     ing["ingest_to_raw"] = round(ing["ingest_papers_per_s"] / ing["raw_papers_per_s"], 3)
 
@@ -108,7 +108,7 @@ def main() -> None:
         claims = [q.text for q in load_beir(args.scifact, "test")][:100]
         series["SciFact 5,183 papers"] = latencies(scifact, claims, repeat=1)
     report["latency_ms"] = {
-        corpus: {mode: {"p50": round(statistics.median(v), 1), "p95": round(statistics.quantiles(v, n=20)[-1], 1)}
+        corpus: {mode: {"p50": round(percentile(v, 50), 1), "p95": round(percentile(v, 95), 1)}
                  for mode, v in by_mode.items()}
         for corpus, by_mode in series.items()
     }  # fmt: skip

@@ -20,11 +20,11 @@ import numpy as np
 from tqdm import tqdm
 
 from rag.corpus import BUNDLED_CORPUS, normalise_title
-from rag.evaluate import load_question_set
-from rag.evidence import EvidenceFinder, sentences_of
+from rag.eval.datasets import load_question_set
+from rag.evidence import EvidenceFinder, admit, sentences_of
 from rag.ingest import ingest
 from rag.retrieve import Hit
-from rag.settings import PROJECT_DIR, Settings
+from rag.settings import PROJECT_DIR, AnswerSettings, Settings
 
 PRECISION_BAR, REFUSAL_BAR, FOLDS = 0.90, 0.85, 5
 Setting = tuple[float, float, float, float]  # threshold, margin, min_retrieval, strong_match
@@ -39,28 +39,36 @@ GRID: list[Setting] = [
 @dataclass
 class Scored:
     gold_count: int
-    candidates: list[tuple[bool, float, float]]  # is gold, relevance, fused score relative to the top paper
+    gold: list[bool]  # per candidate, in retrieval order: is it a gold paper
+    candidates: list[tuple[float, float]]  # per candidate: relevance, fused retrieval score (what the gate reads)
 
 
-def admit(item: Scored, setting: Setting, max_sources: int) -> list[bool]:
-    """The gate of rag/evidence.py on precomputed scores: which candidates (gold or not) it admits."""
-    threshold, margin, min_retrieval, strong = setting
-    best = max((relevance for _, relevance, _ in item.candidates), default=0.0)
-    if best < threshold:
-        return []
-    return [
-        is_gold
-        for is_gold, relevance, relative in item.candidates
-        if relevance >= best - margin and (relative >= min_retrieval or relevance >= strong)
-    ][:max_sources]
+class Gates:
+    """Each gate setting as the answer settings that rag.evidence.admit reads, built once per setting."""
+
+    NAMES = ("gate_threshold", "gate_margin", "gate_min_retrieval", "gate_strong_match")  # a Setting's order
+
+    def __init__(self, base: AnswerSettings) -> None:
+        self.base = base
+        self._built: dict[Setting, AnswerSettings] = {}
+
+    def current(self) -> Setting:
+        threshold, margin, min_retrieval, strong = (getattr(self.base, name) for name in self.NAMES)
+        return threshold, margin, min_retrieval, strong
+
+    def __getitem__(self, setting: Setting) -> AnswerSettings:
+        if setting not in self._built:
+            self._built[setting] = self.base.model_copy(update=dict(zip(self.NAMES, setting, strict=True)))
+        return self._built[setting]
 
 
-def measure(judged: list[tuple[Setting, Scored]], max_sources: int) -> tuple[float, float, float]:
+def measure(judged: list[tuple[Setting, Scored]], gates: Gates) -> tuple[float, float, float]:
     """Refusal accuracy, admitted precision (over answered answerable questions, as the eval averages citation
-    precision) and admitted recall, each question judged by the setting paired with it."""
+    precision) and admitted recall, each question judged by the setting paired with it through the product's own
+    gate (rag.evidence.admit) on precomputed scores."""
     refusal, precision, recall = [], [], []
     for setting, item in judged:
-        admitted = admit(item, setting, max_sources)
+        admitted = [item.gold[i] for i in admit(item.candidates, gates[setting])]
         refusal.append(float((not admitted) == (item.gold_count == 0)))
         if item.gold_count and admitted:
             precision.append(sum(admitted) / len(admitted))
@@ -73,13 +81,13 @@ def under(setting: Setting, items: list[Scored]) -> list[tuple[Setting, Scored]]
     return [(setting, item) for item in items]
 
 
-def choose(items: list[Scored], max_sources: int) -> tuple[Setting, tuple[float, float, float]]:
+def choose(items: list[Scored], gates: Gates) -> tuple[Setting, tuple[float, float, float]]:
     def rank(setting: Setting) -> tuple[int, float]:
-        refusal, precision, recall = measure(under(setting, items), max_sources)
+        refusal, precision, recall = measure(under(setting, items), gates)
         return (precision >= PRECISION_BAR) + (refusal >= REFUSAL_BAR), refusal + precision + recall
 
     best = max(GRID, key=rank)
-    return best, measure(under(best, items), max_sources)
+    return best, measure(under(best, items), gates)
 
 
 def main() -> None:
@@ -91,25 +99,19 @@ def main() -> None:
     settings = Settings()
     ingest(BUNDLED_CORPUS, "seed", settings, progress=False)
     finder = EvidenceFinder(settings)
-    max_sources = settings.answer.max_sources
+    gates = Gates(settings.answer)
     measures: dict[str, list[Scored]] = {"term coverage (rag/relevance.py)": [], "pooled cosine (replaced)": []}
     for question in tqdm(load_question_set(args.dev), desc="scoring dev questions", unit="q"):
         hits = finder.retriever.search(question.text, settings.answer.candidates)
-        top = hits[0].score or 1.0 if hits else 1.0
         gold = [normalise_title(h.title) in question.gold for h in hits]
-        relative = [h.score / top for h in hits]
         coverage = [relevance for _, relevance, _ in finder.score(question.text, hits)]
         for measure_items, relevances in zip(
             measures.values(), (coverage, pooled_cosines(finder, question.text, hits)), strict=True
         ):
-            measure_items.append(Scored(len(question.gold), list(zip(gold, relevances, relative, strict=True))))
+            scores = list(zip(relevances, (h.score for h in hits), strict=True))
+            measure_items.append(Scored(len(question.gold), gold, scores))
 
-    current = (
-        settings.answer.gate_threshold,
-        settings.answer.gate_margin,
-        settings.answer.gate_min_retrieval,
-        settings.answer.gate_strong_match,
-    )
+    current = gates.current()
     lines = [
         "# Relevance-gate calibration (dev set)",
         "",
@@ -118,9 +120,9 @@ def main() -> None:
         f"three. Cross-validated: {FOLDS} folds, every question judged by a setting chosen without it.",
     ]
     for name, items in measures.items():
-        chosen, figures = choose(items, max_sources)
+        chosen, figures = choose(items, gates)
         folds = [
-            (choose([x for i, x in enumerate(items) if i % FOLDS != fold], max_sources)[0], items[fold::FOLDS])
+            (choose([x for i, x in enumerate(items) if i % FOLDS != fold], gates)[0], items[fold::FOLDS])
             for fold in range(FOLDS)
         ]
         held_out = [pair for setting, test in folds for pair in under(setting, test)]
@@ -133,7 +135,7 @@ def main() -> None:
             "|---|---|---|---|---|---|---|---|",
             row("chosen (all questions)", chosen, figures),
             *(
-                [row("config/default.toml now", current, measure(under(current, items), max_sources))]
+                [row("config/default.toml now", current, measure(under(current, items), gates))]
                 if name.startswith("term")
                 else []
             ),
@@ -141,11 +143,11 @@ def main() -> None:
                 row(
                     f"fold {fold + 1} choice, on its held-out fifth",
                     setting,
-                    measure(under(setting, test), max_sources),
+                    measure(under(setting, test), gates),
                 )
                 for fold, (setting, test) in enumerate(folds)
             ),
-            row("cross-validated (all folds pooled)", ("-",) * 4, measure(held_out, max_sources)),
+            row("cross-validated (all folds pooled)", ("-",) * 4, measure(held_out, gates)),
         ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")

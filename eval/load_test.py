@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import random
-import statistics
 import sys
 import threading
 import time
@@ -26,7 +25,8 @@ import httpx
 from gradio_client import Client
 from serving import start_serve
 
-from rag.evaluate import load_question_set, percentile
+from rag.eval.datasets import load_question_set
+from rag.eval.metrics import percentile
 from rag.settings import PROJECT_DIR
 
 FOLLOW_UPS = ["and which of them is the most recent?", "what method does the first one use?", "any limitations?"]
@@ -136,7 +136,7 @@ def summarise(sessions: list[Session], elapsed: float, memory: list[float], args
             "answers": len(latencies),
             "errors": sum(len(s.errors) for s in group),
             "degraded": sum(s.degraded for s in group),
-            "p50_s": round(statistics.median(latencies), 2) if latencies else None,
+            "p50_s": round(percentile(latencies, 50), 2) if latencies else None,
             "p95_s": round(percentile(latencies, 95), 2) if latencies else None,
             "answers_per_session_min_max": [min(len(s.latencies) for s in group), max(len(s.latencies) for s in group)],
         }

@@ -9,7 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from rag.evaluate import load_beir, load_question_set, score_retrievers
+from rag.eval.datasets import load_beir, load_question_set
+from rag.eval.runners import score_retrievers
 from rag.ingest import ingest
 from rag.retrieve import PaperRetriever
 from rag.settings import PROJECT_DIR, Settings

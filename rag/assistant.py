@@ -3,15 +3,15 @@
 
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Any
 
+from rag import keyword_index
 from rag.chat import Conversation
+from rag.chat_models import ChatModel, LLMUnavailable, Message, build_chat_model
 from rag.evidence import EvidenceFinder
-from rag.llm import ChatModel, LLMUnavailable, Message, build_chat_model
-from rag.models import embedder_id
 from rag.settings import Settings
-from rag.store import collection_name, connect, manifest, open_collection
+from rag.store import collection_name, connect, list_collections, open_collection
 
 
 class FifoLock:
@@ -38,6 +38,12 @@ class FifoLock:
             self._waiters.remove(turn)
             return False
 
+    @property
+    def waiting(self) -> int:
+        """Requests queued behind the holder."""
+        with self._guard:
+            return len(self._waiters)
+
     def release(self) -> None:
         with self._guard:
             if self._waiters:
@@ -54,7 +60,7 @@ class SerialModel:
         self.model, self.lock, self.wait_s = model, lock, wait_s
         self.name, self.context_tokens = model.name, model.context_tokens
 
-    def stream(self, messages: list[Message], max_tokens: int) -> Iterator[str]:
+    def stream(self, messages: list[Message], max_tokens: int) -> Generator[str]:
         if not self.lock.acquire(timeout=self.wait_s):
             raise LLMUnavailable(f"the local model stayed busy with other requests for {self.wait_s:.0f} s")
         try:
@@ -70,7 +76,8 @@ class Assistant:
         self.settings = settings
         self._cache_lock = threading.Lock()
         self._generation_lock = FifoLock()
-        self._finders: dict[tuple[str, str], tuple[int, EvidenceFinder]] = {}
+        self._finders: dict[tuple[str, str], tuple[str, EvidenceFinder]] = {}  # (collection, data dir) → (version, …)
+        self._building: dict[tuple[str, str], threading.Lock] = {}  # one finder build at a time per key
         self._models: dict[tuple[str, str], ChatModel | None] = {}
 
     def settings_for(
@@ -85,17 +92,29 @@ class Assistant:
         return Settings.model_validate(self.settings.model_dump() | update)
 
     def finder(self, settings: Settings) -> EvidenceFinder:
-        """The collection's finder, rebuilt when the collection changed size (another process ingested)."""
-        name = collection_name(settings)
-        store = open_collection(connect(settings), name, create=False)
-        count = store.count() if store else 0
-        key = (name, settings.data_dir)
+        """The collection's finder for its published index version. When ingest publishes a new one, one request
+        builds the new finder (outside the shared lock) while the others keep answering from the previous one."""
+        key = (collection_name(settings), settings.data_dir)
+        connect(settings)  # a Chroma server that is down is ServiceUnavailable here, not a failure mid-search
+        current = keyword_index.current_id(settings.data_path, key[0])  # one small file read per request
         with self._cache_lock:
             cached = self._finders.get(key)
-            if cached is None or cached[0] != count:
-                cached = (count, EvidenceFinder(settings))  # raises EmptyCollection when nothing is ingested
-                self._finders[key] = cached
-        return cached[1]
+            building = self._building.setdefault(key, threading.Lock())
+        if cached is None:
+            building.acquire()
+        elif cached[0] == current or not building.acquire(blocking=False):
+            return cached[1]  # current, or another request is building the new version's finder
+        try:
+            with self._cache_lock:
+                cached = self._finders.get(key)
+            if cached is not None and cached[0] == keyword_index.current_id(settings.data_path, key[0]):
+                return cached[1]  # built while this request waited
+            finder = EvidenceFinder(settings)  # raises EmptyCollection when nothing is published
+            with self._cache_lock:
+                self._finders[key] = (finder.retriever.version.id, finder)
+            return finder
+        finally:
+            building.release()
 
     def model(self, settings: Settings) -> ChatModel | None:
         """The provider's chat model, loaded once; LLMUnavailable when it cannot load (the caller degrades)."""
@@ -109,8 +128,8 @@ class Assistant:
                 self._models[key] = model
             return self._models[key]
 
-    def conversation(self, settings: Settings, history: list[tuple[str, str]]) -> tuple[Conversation, str | None]:
-        """A conversation over shared models with this user's history, and a notice when the model is missing."""
+    def conversation(self, settings: Settings, history: list[str]) -> tuple[Conversation, str | None]:
+        """A conversation over shared models with this user's earlier turns, and a notice when the model is missing."""
         finder = self.finder(settings)
         try:
             model, notice = self.model(settings), None
@@ -119,12 +138,15 @@ class Assistant:
         return Conversation(settings, finder, model, history), notice
 
     def collections(self) -> list[str]:
-        """Collections ingested with the current embedder, by the names users gave them."""
-        suffix = f"--{embedder_id(self.settings)}"
-        names = [c if isinstance(c, str) else c.name for c in connect(self.settings).list_collections()]
-        return sorted(name.removesuffix(suffix) for name in names if name.endswith(suffix))
+        """The store's collections, by name (each reads with its own embedder)."""
+        return [stored.name for stored in list_collections(self.settings)]
 
     def stats(self, settings: Settings) -> dict[str, Any]:
-        store = open_collection(connect(settings), collection_name(settings), create=False)
-        papers = manifest(store)
-        return {"collection": settings.collection, "papers": len(papers), "chunks": store.count() if store else 0}
+        """The collection's counts, as its published index version records them (no scan of the store)."""
+        stored = open_collection(settings)
+        version = keyword_index.published(stored, settings.data_path) if stored else None
+        return {
+            "collection": settings.collection,
+            "papers": version.papers if version else 0,
+            "chunks": version.chunks if version else 0,
+        }

@@ -1,20 +1,19 @@
-"""Multi-turn use: a follow-up is rewritten into a standalone question before retrieval; history is token-bounded."""
+"""Multi-turn use: a follow-up is rewritten into a standalone question before retrieval.
 
-from collections.abc import Iterator
+The rewrite reads the user's own earlier turns (never the answers, which are long and would crowd them out), as many
+of the latest as fit in ``chat.history_tokens``: what is kept is exactly what is counted. Without a model, the kept
+turns are carried into the retrieval query as they are, so a long session never outgrows the question limit.
+"""
+
+from collections.abc import Generator
 from dataclasses import dataclass, field
 
-from rag.answer import Answer, Draft, answer_stream
-from rag.evidence import Evidence, EvidenceFinder
-from rag.llm import ChatModel, LLMUnavailable
+from rag.answer import AnswerEvent, Final, answer_stream
+from rag.chat_models import ChatModel, LLMUnavailable
+from rag.evidence import EvidenceFinder
 from rag.retrieve import Filters, check_question
 from rag.settings import Settings
-from rag.tokens import count_tokens
-
-REWRITE_PROMPT = (
-    "Rewrite the user's last message as one standalone question about research papers, resolving words like "
-    "'they', 'them' or 'those' from the conversation. Reply with the question only."
-)
-HISTORY_TOKENS = 600
+from rag.text import count_tokens
 
 
 @dataclass
@@ -24,54 +23,54 @@ class Conversation:
     settings: Settings
     finder: EvidenceFinder
     model: ChatModel | None
-    history: list[tuple[str, str]] = field(default_factory=list)  # (standalone question, answer text)
+    history: list[str] = field(default_factory=list)  # the user's earlier turns, as typed
 
-    def recent_history(self) -> list[tuple[str, str]]:
-        """The latest turns that fit in HISTORY_TOKENS, oldest first."""
-        kept: list[tuple[str, str]] = []
+    def recent_turns(self) -> list[str]:
+        """The latest user turns that fit in ``chat.history_tokens`` together, oldest first."""
+        kept: list[str] = []
         used = 0
-        for question, answer in reversed(self.history):
-            used += count_tokens(question) + count_tokens(answer)
-            if used > HISTORY_TOKENS and kept:
+        for turn in reversed(self.history):
+            used += count_tokens(turn)
+            if used > self.settings.chat.history_tokens:
                 break
-            kept.insert(0, (question, answer[:400]))
+            kept.insert(0, turn)
         return kept
 
     def standalone(self, question: str) -> str:
         """The follow-up as a question retrieval can answer on its own."""
-        history = self.recent_history()
-        if not history:
+        turns = self.recent_turns()
+        if not turns:
             return question
         if self.model is not None:
-            transcript = "\n".join(f"User: {q}\nAssistant: {a}" for q, a in history)
+            transcript = "\n".join(f"User: {turn}" for turn in turns)
             messages = [
-                {"role": "system", "content": REWRITE_PROMPT},
+                {"role": "system", "content": self.settings.prompts.rewrite},
                 {"role": "user", "content": f"{transcript}\nUser: {question}\n\nStandalone question:"},
             ]
             try:
-                rewritten = "".join(self.model.stream(messages, 64)).strip().strip('"').splitlines()
-                if rewritten and rewritten[0].strip():
-                    return rewritten[0].strip()
+                rewritten = "".join(self.model.stream(messages, self.settings.chat.rewrite_tokens))
+                first_line = next((line.strip().strip('"') for line in rewritten.splitlines() if line.strip()), "")
+                if first_line:
+                    return first_line[: self.settings.limits.max_question_chars]
             except LLMUnavailable:
                 pass
-        # Without a model: carry the previous question's subject into the follow-up.
-        return f"{history[-1][0]} {question}"
+        # Without a model: the earlier turns carry the subject into the follow-up, oldest dropped first to fit.
+        limit = self.settings.limits.max_question_chars
+        while turns and len(" ".join([*turns, question])) > limit:
+            turns.pop(0)
+        return " ".join([*turns, question])
 
     def ask(
         self, question: str, filters: Filters | None = None, candidates: int | None = None
-    ) -> Iterator[Evidence | str | Draft | Answer]:
-        """Stream the answer to a (possibly follow-up) question: the :class:`Evidence` first (shown while the model
-        writes), then verified text pieces and drafts of the sentence being written, then the finished
-        :class:`Answer`."""
+    ) -> Generator[AnswerEvent, None, None]:
+        """The typed answer stream (:func:`rag.answer.answer_stream`) for a possibly follow-up question."""
         question = check_question(question, self.settings)
         evidence = self.finder.find(self.standalone(question), filters, candidates)
-
-        yield evidence
 
         def attribute(claim: str) -> int | None:
             return self.finder.supporting_source(claim, evidence)
 
-        for item in answer_stream(evidence, self.model, self.settings.llm.max_answer_tokens, attribute):
-            if isinstance(item, Answer):
-                self.history.append((evidence.question, item.text))
-            yield item
+        for event in answer_stream(evidence, self.model, self.settings, attribute):
+            if isinstance(event, Final):
+                self.history.append(question)
+            yield event

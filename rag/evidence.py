@@ -10,18 +10,17 @@ by cosine.
 """
 
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from functools import cache
 from typing import Any
 
 import numpy as np
-from llama_index.core.node_parser.text.utils import split_by_sentence_tokenizer
 
-from rag.models import LocalMiniLMEmbedding
+from rag.embedding import LocalMiniLMEmbedding, local_embedder
 from rag.relevance import TermWeights, coverage
 from rag.retrieve import Filters, Hit, PaperRetriever
-from rag.settings import Settings
-from rag.tokens import count_tokens
+from rag.settings import AnswerSettings, Settings
+from rag.text import count_tokens, split_sentences
 
 
 @dataclass
@@ -64,6 +63,27 @@ INSTRUCTION_LIKE = re.compile(
 Scored = tuple[Hit, float, list[tuple[str, float]]]  # a hit, its relevance, its sentences with cosines
 
 
+def admit(candidates: Sequence[tuple[float, float]], config: AnswerSettings) -> list[int]:
+    """The gate: the positions of the candidates admitted as sources, in the order given, at most ``max_sources``.
+
+    Each candidate is (relevance, fused retrieval score). Nothing is admitted unless the best relevance clears
+    ``gate_threshold``; then a candidate within ``gate_margin`` of the best is admitted when its retrieval score is
+    within ``gate_min_retrieval`` of the top one or its relevance alone is a strong match. One function, so that
+    ``eval/calibrate_gate.py`` tunes exactly the gate that answers use.
+    """
+    best = max((relevance for relevance, _ in candidates), default=0.0)
+    if best < config.gate_threshold:
+        return []
+    top = max(score for _, score in candidates)
+    admitted = [
+        i
+        for i, (relevance, score) in enumerate(candidates)
+        if relevance >= best - config.gate_margin
+        and (score >= config.gate_min_retrieval * top or relevance >= config.gate_strong_match)
+    ]
+    return admitted[: config.max_sources]
+
+
 def quote_within_budget(ranked_per_source: list[list[tuple[str, float]]], budget_tokens: int) -> list[list[str]]:
     """The sentences to quote from each source: every source's best one, then the most relevant of the rest
     across all sources while they fit the token budget (prompt length sets the model's wait).
@@ -85,15 +105,11 @@ def quote_within_budget(ranked_per_source: list[list[tuple[str, float]]], budget
     return chosen
 
 
-@cache
-def _sentence_splitter() -> Any:
-    return split_by_sentence_tokenizer()  # NLTK punkt, bundled with llama-index-core
-
-
 def sentences_of(text: str) -> list[str]:
     """The abstract's sentences that can serve as evidence (instructions planted in an abstract are dropped)."""
-    sentences = (sentence.strip() for sentence in _sentence_splitter()(text))
-    return [sentence for sentence in sentences if len(sentence) > 15 and not INSTRUCTION_LIKE.search(sentence)]
+    return [
+        sentence for sentence in split_sentences(text) if len(sentence) > 15 and not INSTRUCTION_LIKE.search(sentence)
+    ]
 
 
 class EvidenceFinder:
@@ -104,7 +120,7 @@ class EvidenceFinder:
         self.retriever = retriever or PaperRetriever(settings)
         embedder = self.retriever.embedder
         # The gate is calibrated on the bundled embedder's token vectors; a remote embedder has other scales.
-        self.gate_embedder = embedder if isinstance(embedder, LocalMiniLMEmbedding) else LocalMiniLMEmbedding()
+        self.gate_embedder = embedder if isinstance(embedder, LocalMiniLMEmbedding) else local_embedder(settings)
         self.term_weights = TermWeights(self.retriever.keywords)
 
     def score(self, question: str, hits: list[Hit]) -> list[Scored]:
@@ -140,15 +156,8 @@ class EvidenceFinder:
         config = self.settings.answer
         hits = self.retriever.search(question, candidates or config.candidates, "hybrid", filters)
         scored = self.score(question, hits)  # in retrieval order
-        best = max((similarity for _, similarity, _ in scored), default=0.0)
-        top_score = hits[0].score if hits else 0.0
-        admitted = [
-            item
-            for item in scored
-            if best >= config.gate_threshold
-            and item[1] >= best - config.gate_margin
-            and (item[0].score >= config.gate_min_retrieval * top_score or item[1] >= config.gate_strong_match)
-        ][: config.max_sources]
+        chosen = admit([(relevance, hit.score) for hit, relevance, _ in scored], config)
+        admitted = [scored[i] for i in chosen]
 
         def source(n: int, item: Scored, sentences: list[str]) -> Source:
             hit, similarity, _ = item
@@ -158,8 +167,8 @@ class EvidenceFinder:
         if admitted:
             quoted = quote_within_budget([ranked for _, _, ranked in admitted], config.evidence_tokens)
             sources = [source(n, *pair) for n, pair in enumerate(zip(admitted, quoted, strict=True), 1)]
-            others = [source(0, item, [item[2][0][0]]) for item in scored if not any(item is a for a in admitted)]
+            others = [source(0, item, [item[2][0][0]]) for i, item in enumerate(scored) if i not in chosen]
             return Evidence(question, sources, [], others)
-        nearest = sorted(scored, key=lambda item: item[1], reverse=True)[:3]
+        nearest = sorted(scored, key=lambda item: item[1], reverse=True)[: config.nearest_papers]
         closest = [source(n, item, [item[2][0][0]]) for n, item in enumerate(nearest, 1)]
         return Evidence(question, [], closest, unknown_words=self.term_weights.unknown_words(question))

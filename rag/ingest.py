@@ -1,7 +1,10 @@
-"""Papers → chunks → embeddings → Chroma, idempotently and resumably, then the BM25 index in step.
+"""Papers → chunks → embeddings → Chroma, idempotently and resumably; then a new keyword-index version is published.
 
 Each chunk's metadata records its paper's content hash and chunk count, so the store itself says which papers are
-complete and current: unchanged papers are skipped, changed ones replaced, half-written ones redone.
+complete and current: unchanged papers are skipped, changed ones replaced, half-written ones redone, and with
+``prune`` the papers the file no longer holds are removed. Ingest is the only writer of index versions: it publishes
+one whenever the rows differ from what the published version indexed (compared by fingerprint, so a changed abstract
+with the same chunk count counts, and so does an earlier run that died before publishing).
 """
 
 import time
@@ -21,9 +24,18 @@ from tqdm import tqdm
 
 from rag import keyword_index
 from rag.corpus import Paper, read_corpus
-from rag.models import build_embedder, embedder_id
+from rag.embedding import build_embedder, embedder_id
 from rag.settings import Settings
-from rag.store import collection_name, connect, manifest, open_collection
+from rag.store import (
+    PaperState,
+    StoredCollection,
+    check_compatible,
+    connect,
+    create_collection,
+    fingerprint,
+    manifest,
+    open_collection,
+)
 
 EMBEDDED_KEYS = ("title",)
 
@@ -37,6 +49,7 @@ class IngestReport:
     collection: str
     updated: int
     duplicates: int
+    removed: int
     embedder: str
     seconds: float
 
@@ -101,9 +114,14 @@ def _unique(papers: Iterable[Paper], seen: set[str]) -> Iterator[Paper]:
             yield paper
 
 
-def ingest(path: Path, fmt: str, settings: Settings, progress: bool = True) -> IngestReport:
-    """Ingest a corpus file. A malformed file is rejected before the store is touched."""
+def ingest(path: Path, fmt: str, settings: Settings, progress: bool = True, prune: bool = False) -> IngestReport:
+    """Ingest a corpus file; with ``prune``, also remove the collection's papers the file no longer holds. A malformed
+    file, or settings whose embedder or chunking differ from the collection's, are rejected before the store is
+    touched."""
     started = time.perf_counter()
+    stored = open_collection(settings)
+    if stored is not None:
+        check_compatible(stored, settings)
     # Pass 1 validates the whole file (streaming), so bad input never leaves a half-ingested store.
     total = 0
     ids: set[str] = set()
@@ -113,11 +131,8 @@ def ingest(path: Path, fmt: str, settings: Settings, progress: bool = True) -> I
 
     embedder: BaseEmbedding | None = None  # loaded only when something needs embedding: re-ingests stay fast
     splitter = make_splitter(settings)
-    name = collection_name(settings)
-    collection = open_collection(connect(settings), name, create=True)
-    assert collection is not None
-    vector_store = ChromaVectorStore(chroma_collection=collection)
-    known = manifest(collection)
+    known = manifest(stored.collection if stored else None)
+    final = dict(known)  # what the store will hold: the published index must match it
     version_suffix = f"{settings.chunking.chunk_size}/{settings.chunking.chunk_overlap}"
 
     added = updated = skipped = chunks = 0
@@ -134,25 +149,34 @@ def ingest(path: Path, fmt: str, settings: Settings, progress: bool = True) -> I
                 continue
             if state is not None:
                 replaced.append(paper.paper_id)
-                updated += state.complete
+            if state is not None and state.complete:
+                updated += 1
+            else:
+                added += 1  # new, or half-written by a run that died: not whole in the store before
             nodes = paper_nodes(paper, splitter, version)
             todo.extend(nodes)
             chunks += len(nodes)
-            added += 1
+            final[paper.paper_id] = PaperState(version, len(nodes), present=len(nodes))
         if todo:
             embedder = embedder or build_embedder(settings)
             vectors = embedder.get_text_embedding_batch([n.get_content(MetadataMode.EMBED) for n in todo])
             for node, vector in zip(todo, vectors, strict=True):
                 node.embedding = vector
+            if stored is None:
+                stored = create_collection(settings, connect(settings), dimension=len(vectors[0]))
             if replaced:
-                collection.delete(where=cast(Where, {"paper_id": {"$in": replaced}}))
-            vector_store.add(todo)
+                _delete_papers(stored, replaced)
+            ChromaVectorStore(chroma_collection=stored.collection).add(todo)
         bar.update(len(batch))
     bar.close()
 
-    folder = keyword_index.index_dir(settings.data_path, name)
-    if added or not keyword_index.in_step(collection, folder):
-        keyword_index.rebuild(collection, folder)
+    removed = sorted(set(known) - ids) if prune else []
+    if stored is not None and removed:
+        _delete_papers(stored, removed)
+        for paper_id in removed:
+            del final[paper_id]
+    if stored is not None and keyword_index.stale(stored, settings.data_path, fingerprint(final)):
+        keyword_index.publish(stored, settings.data_path)
     return IngestReport(
         papers=len(ids),
         chunks=chunks,
@@ -161,6 +185,14 @@ def ingest(path: Path, fmt: str, settings: Settings, progress: bool = True) -> I
         collection=settings.collection,
         updated=updated,
         duplicates=total - len(ids),
-        embedder=embedder_id(settings),
+        removed=len(removed),
+        embedder=stored.info.embedder.id if stored else embedder_id(settings),
         seconds=round(time.perf_counter() - started, 2),
     )
+
+
+def _delete_papers(stored: StoredCollection, paper_ids: list[str]) -> None:
+    """Delete every chunk of these papers, a bounded number of ids per request."""
+    for start in range(0, len(paper_ids), 500):
+        batch = paper_ids[start : start + 500]
+        stored.collection.delete(where=cast(Where, {"paper_id": {"$in": batch}}))

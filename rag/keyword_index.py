@@ -1,9 +1,11 @@
 """The BM25 side of hybrid search: llama-index's ``BM25Retriever`` (bm25s) persisted under ``RAG_DATA_DIR``.
 
-Chroma is the source of truth. The index is rebuilt from the collection's rows after every ingest that changed
-something, and a loader that finds it out of step (another row count) rebuilds it before use. Builds are published
-as immutable version folders named by an atomically replaced ``current`` file, so no process sees a partial index.
-Each version also holds the rows' MiniLM wordpiece document frequencies: the relevance gate's IDF (rag/relevance.py).
+Chroma is the source of truth; one writer publishes. Ingest (and the adoption of an older version's collection)
+builds the index from the collection's rows and publishes it as an immutable version folder named by an atomically
+replaced ``current`` file, so no process sees a partial index. Readers load the published version and never build:
+a missing or outdated one is an error that says to run `rag ingest`. Each version records its paper and chunk counts
+(what `rag stats` and the UI show, free at any size) and holds the rows' MiniLM wordpiece document frequencies: the
+relevance gate's IDF (rag/relevance.py). Caches key on the version id.
 """
 
 import json
@@ -11,18 +13,19 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 from bm25s.stopwords import STOPWORDS_EN
-from chromadb.api.models.Collection import Collection
 from llama_index.core.schema import BaseNode
 from llama_index.core.vector_stores.utils import metadata_dict_to_node
 from llama_index.retrievers.bm25 import BM25Retriever
 
-from rag.models import minilm_tokenizer
-from rag.store import iter_records
+from rag.embedding import minilm_tokenizer
+from rag.errors import BadInput, EmptyCollection
+from rag.store import StoredCollection, fingerprint, iter_records, states_of
 
 STATE_FILE = "rag_state.json"
 PIECES_FILE = "wordpieces.npy"  # how many rows contain each MiniLM wordpiece: the relevance gate's IDF
@@ -33,8 +36,33 @@ SCHOLARLY_STOPWORDS = (  # noqa: SIM905 - a word list reads best as words
     "discuss discusses show shows present presents research researchers result results"
 ).split()
 STOPWORDS = [*STOPWORDS_EN, *SCHOLARLY_STOPWORDS]
-# Bump when tokenisation changes, so indexes built the old way are rebuilt.
+# Bump when tokenisation changes: readers then ask for a re-ingest, which rebuilds.
 TOKENIZER_VERSION = "en+scholarly-1+pieces"
+FORMAT = 2  # of the state file; versions before it recorded only rows and tokenizer
+
+
+@dataclass(frozen=True)
+class IndexVersion:
+    """One published build, as its state file records it."""
+
+    id: str  # the version folder's name
+    papers: int
+    chunks: int
+    tokenizer: str
+    created: str  # ISO 8601, UTC
+    collection_id: str  # Chroma's id of the collection it was built from
+    fingerprint: str  # rag.store.fingerprint of the rows it indexes
+    format: int
+    files: tuple[str, ...] = ()  # what the folder held when published
+
+    def current_for(self, stored: StoredCollection) -> bool:
+        """Whether readers of this collection may use it: this format and tokenizer, built from this collection."""
+        return self.format == FORMAT and self.tokenizer == TOKENIZER_VERSION and self.collection_id == stored.id
+
+    def intact(self, data_path: Path, name: str) -> bool:
+        """Whether every file it was published with is still there (so a reader can load it)."""
+        folder = index_dir(data_path, name) / self.id
+        return bool(self.files) and all((folder / file).is_file() for file in self.files)
 
 
 @dataclass
@@ -43,6 +71,7 @@ class KeywordIndex:
 
     retriever: BM25Retriever
     piece_frequencies: np.ndarray  # indexed by MiniLM token id
+    version: IndexVersion
 
     @property
     def documents(self) -> int:
@@ -61,25 +90,76 @@ def piece_frequencies(nodes: list[BaseNode]) -> np.ndarray:
     return counts
 
 
-def index_dir(data_path: Path, physical_collection: str) -> Path:
-    return data_path / "bm25" / physical_collection
+def index_dir(data_path: Path, name: str) -> Path:
+    return data_path / "bm25" / name
 
 
-def _nodes(collection: Collection) -> list[BaseNode]:
-    return [
-        metadata_dict_to_node(row["metadatas"], text=row["documents"])
-        for row in iter_records(collection, ["metadatas", "documents"])
-    ]
+def current_id(data_path: Path, name: str) -> str | None:
+    """The published version's id: one small file read, cheap enough for every request."""
+    try:
+        live = (index_dir(data_path, name) / CURRENT).read_text().strip()
+    except OSError:
+        return None
+    return live if live.startswith("v-") else None
 
 
-def rebuild(collection: Collection, folder: Path) -> KeywordIndex | None:
-    """Index every row of the collection and publish it atomically; None for an empty collection.
+def current_version(data_path: Path, name: str) -> IndexVersion | None:
+    """The published version, whatever its format; None when nothing (readable) is published."""
+    live = current_id(data_path, name)
+    if live is None:
+        return None
+    try:
+        state = json.loads((index_dir(data_path, name) / live / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    known = {field.name for field in fields(IndexVersion)}
+    older = {"chunks": state.get("rows", 0), "papers": 0, "format": 1}  # what a format-1 state lacks
+    values = {"tokenizer": "", "created": "", "collection_id": "", "fingerprint": ""} | older
+    values |= {key: value for key, value in state.items() if key in known} | {"id": live}
+    return IndexVersion(**(values | {"files": tuple(values.get("files", ()))}))
 
-    Each build is written to its own version folder, then the ``current`` file is swapped to name it in one rename, so a
-    reader in another process (the server, while `rag ingest` runs) always opens a complete index, and two writers
-    never write into the same folder.
+
+def published(stored: StoredCollection, data_path: Path) -> IndexVersion | None:
+    """The version readers use; None when nothing is published, bad input when it is not current for them."""
+    version = current_version(data_path, stored.name)
+    if version is not None and not version.current_for(stored):
+        raise BadInput(
+            f"the keyword index of collection {stored.name!r} was built by another version of rag or for another "
+            f"collection of that name: run `rag ingest FILE --collection {stored.name}` to rebuild it"
+        )
+    return version
+
+
+def load(stored: StoredCollection, data_path: Path) -> KeywordIndex:
+    """The published index; EmptyCollection when none is, bad input when it is outdated or unreadable."""
+    version = published(stored, data_path)
+    if version is None:
+        raise EmptyCollection(
+            f"collection {stored.name!r} has no published index: run `rag ingest FILE --collection {stored.name}` "
+            "(it also finishes an interrupted ingest)"
+        )
+    live = index_dir(data_path, stored.name) / version.id
+    try:
+        retriever = BM25Retriever.from_persist_dir(str(live), show_progress=False)
+        return KeywordIndex(retriever, np.load(live / PIECES_FILE), version)
+    except (OSError, ValueError):
+        raise BadInput(
+            f"the keyword index {version.id} of collection {stored.name!r} is unreadable: run "
+            f"`rag ingest FILE --collection {stored.name}` to rebuild it"
+        ) from None
+
+
+def publish(stored: StoredCollection, data_path: Path) -> IndexVersion | None:
+    """Index every row of the collection and publish it atomically; None (nothing published) when it is empty.
+
+    Only the writer calls this (ingest, and the adoption of an older version's collection). Each build is written to
+    its own version folder, then the ``current`` file is swapped to name it in one rename, so a reader in another
+    process (the server, while `rag ingest` runs) always opens a complete index, and two writers never write into
+    the same folder.
     """
-    nodes = _nodes(collection)
+    rows = list(iter_records(stored.collection, ["metadatas", "documents"]))
+    nodes: list[BaseNode] = [metadata_dict_to_node(row["metadatas"], text=row["documents"]) for row in rows]
+    folder = index_dir(data_path, stored.name)
     folder.mkdir(parents=True, exist_ok=True)
     if not nodes:
         (folder / CURRENT).unlink(missing_ok=True)
@@ -92,19 +172,54 @@ def rebuild(collection: Collection, folder: Path) -> KeywordIndex | None:
     # A freshly built retriever keeps its corpus beside the bm25s index, a loaded one inside it; searches build
     # retrievers from the bm25s index alone, so it must carry the corpus either way.
     retriever.bm25.corpus = retriever.corpus
-    version = Path(tempfile.mkdtemp(prefix="v-", dir=folder))
-    retriever.persist(str(version), show_progress=False)
-    frequencies = piece_frequencies(nodes)
-    np.save(version / PIECES_FILE, frequencies)
-    (version / STATE_FILE).write_text(json.dumps({"rows": len(nodes), "tokenizer": TOKENIZER_VERSION}))
+    path = Path(tempfile.mkdtemp(prefix=f"v-{time.time_ns()}-", dir=folder))  # ids sort by creation
+    retriever.persist(str(path), show_progress=False)
+    np.save(path / PIECES_FILE, piece_frequencies(nodes))
+    states = states_of(row["metadatas"] for row in rows)
+    version = IndexVersion(
+        files=(*sorted(file.name for file in path.iterdir()), STATE_FILE),
+        id=path.name,
+        papers=len(states),
+        chunks=len(nodes),
+        tokenizer=TOKENIZER_VERSION,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        collection_id=stored.id,
+        fingerprint=fingerprint(states),
+        format=FORMAT,
+    )
+    (path / STATE_FILE).write_text(json.dumps(asdict(version)))
     previous = _live(folder)
-    pointer = folder / f".{version.name}.current"
-    pointer.write_text(version.name)
+    pointer = folder / f".{path.name}.current"
+    pointer.write_text(path.name)
     os.replace(pointer, folder / CURRENT)  # atomic: readers see the old index or the new one, never a mix
     if previous is not None:
         os.utime(previous)  # superseded now: a reader that just opened it gets a minute to finish
-    _prune(folder, keep=version)
-    return KeywordIndex(retriever, frequencies)
+    _prune(folder, keep=path)
+    return version
+
+
+def stale(stored: StoredCollection, data_path: Path, rows: str) -> bool:
+    """Whether the published version is not the one for the collection's rows (``rows``: their fingerprint):
+    none, another format or collection, a file missing, or other rows. Ingest then publishes a new one."""
+    version = current_version(data_path, stored.name)
+    return (
+        version is None
+        or not version.current_for(stored)
+        or not version.intact(data_path, stored.name)
+        or version.fingerprint != rows
+    )
+
+
+def migrate(data_path: Path, old_name: str, stored: StoredCollection) -> None:
+    """Publish an adopted collection's index under its new name and drop the one its old name kept."""
+    publish(stored, data_path)
+    if old_name != stored.name:
+        remove(data_path, old_name)
+
+
+def remove(data_path: Path, name: str) -> None:
+    """Delete every version of a collection's index (the collection is gone)."""
+    shutil.rmtree(index_dir(data_path, name), ignore_errors=True)
 
 
 def _prune(folder: Path, keep: Path) -> None:
@@ -121,25 +236,3 @@ def _live(folder: Path) -> Path | None:
     except OSError:
         return None
     return live if live.name.startswith("v-") and live.is_dir() else None
-
-
-def in_step(collection: Collection, folder: Path) -> bool:
-    """Whether the published index covers exactly the rows the collection has now."""
-    live = _live(folder)
-    try:
-        state = json.loads((live / STATE_FILE).read_text()) if live else {}
-    except (OSError, ValueError):
-        return False
-    return bool(state.get("rows") == collection.count() and state.get("tokenizer") == TOKENIZER_VERSION)
-
-
-def load(collection: Collection, folder: Path) -> KeywordIndex | None:
-    """The published index, rebuilt first when it is missing, unreadable or out of step with Chroma."""
-    live = _live(folder)
-    if live is not None and in_step(collection, folder):
-        try:
-            retriever = BM25Retriever.from_persist_dir(str(live), show_progress=False)
-            return KeywordIndex(retriever, np.load(live / PIECES_FILE))
-        except (OSError, ValueError):
-            pass  # pruned or damaged under us: build afresh
-    return rebuild(collection, folder)

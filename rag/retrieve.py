@@ -16,10 +16,10 @@ from llama_index.retrievers.bm25 import BM25Retriever
 from llama_index.vector_stores.chroma import ChromaVectorStore
 
 from rag import keyword_index
+from rag.embedding import build_embedder
 from rag.errors import BadInput, EmptyCollection
-from rag.models import build_embedder
 from rag.settings import Settings
-from rag.store import collection_name, connect, open_collection
+from rag.store import open_collection
 
 Mode = Literal["hybrid", "dense", "bm25"]
 MODES: tuple[Mode, ...] = ("hybrid", "dense", "bm25")
@@ -96,18 +96,16 @@ class PaperRetriever:
 
     def __init__(self, settings: Settings, embedder: BaseEmbedding | None = None) -> None:
         self.settings = settings
-        name = collection_name(settings)
-        collection = open_collection(connect(settings), name, create=False)
-        if collection is None or collection.count() == 0:
+        stored = open_collection(settings)
+        if stored is None:
             raise EmptyCollection(f"collection {settings.collection!r} is empty: run `rag ingest` first")
-        self.embedder = embedder or build_embedder(settings)
+        self.keywords = keyword_index.load(stored, settings.data_path)  # the published version, never built here
+        self.version = self.keywords.version
+        self.bm25 = self.keywords.retriever
+        self.embedder = embedder or build_embedder(settings, stored.info.embedder)  # the collection's own
         self.index = VectorStoreIndex.from_vector_store(
-            ChromaVectorStore(chroma_collection=collection), embed_model=self.embedder
+            ChromaVectorStore(chroma_collection=stored.collection), embed_model=self.embedder
         )
-        keywords = keyword_index.load(collection, keyword_index.index_dir(settings.data_path, name))
-        assert keywords is not None
-        self.keywords = keywords
-        self.bm25 = keywords.retriever
         self.rerankers = build_rerankers(settings)
 
     def _retriever(self, mode: Mode, k: int, filters: MetadataFilters | None) -> BaseRetriever:

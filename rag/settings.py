@@ -37,7 +37,7 @@ class LLMSettings(_Section):
 
 
 class EmbeddingSettings(_Section):
-    provider: Literal["", "local", "openai"]
+    provider: Literal["local", "openai"]
     batch_size: int = Field(ge=1)
     max_tokens: int = Field(ge=8, le=512)
     threads: int = Field(ge=0)
@@ -76,6 +76,17 @@ class AnswerSettings(_Section):
     gate_margin: float = Field(ge=0, le=2)
     gate_strong_match: float = Field(ge=-1, le=2)
     support_threshold: float = Field(ge=-1, le=1)
+    nearest_papers: int = Field(ge=0)
+
+
+class ChatSettings(_Section):
+    history_tokens: int = Field(ge=0)
+    rewrite_tokens: int = Field(ge=8)
+
+
+class PromptSettings(_Section):
+    answer: str = Field(min_length=1)
+    rewrite: str = Field(min_length=1)
 
 
 class ServerSettings(_Section):
@@ -119,6 +130,8 @@ class Settings(BaseSettings):
     ingest: IngestSettings
     retrieval: RetrievalSettings
     answer: AnswerSettings
+    chat: ChatSettings
+    prompts: PromptSettings
     eval: EvalSettings
     limits: LimitSettings
 
@@ -140,13 +153,6 @@ class Settings(BaseSettings):
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
         sources.append(TomlConfigSettingsSource(settings_cls, toml_file=DEFAULT_CONFIG))
         return tuple(sources)
-
-    @property
-    def embedding_provider(self) -> Literal["local", "openai"]:
-        """The embedder follows llm.provider unless embedding.provider pins it."""
-        if self.embedding.provider:
-            return self.embedding.provider
-        return "openai" if self.llm.provider == "openai" else "local"
 
     @property
     def models_path(self) -> Path:

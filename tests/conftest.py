@@ -15,12 +15,24 @@ from typing import Any
 
 import httpx
 import pytest
+from click.testing import CliRunner, Result
 
 from rag.corpus import BUNDLED_CORPUS
 from rag.ingest import ingest
+from rag.model_files import model_path
 from rag.settings import Settings
 
 RAG = str(Path(sys.executable).with_name("rag"))
+
+
+def _local_model_installed() -> bool:
+    settings = Settings()
+    return model_path(settings.models_path, settings.llm.local_model).is_file()
+
+
+needs_local_model = pytest.mark.skipif(
+    not _local_model_installed(), reason="the bundled chat model is not installed: run `rag models install`"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -65,13 +77,28 @@ def synthetic_papers(count: int, start: int = 0) -> list[dict[str, Any]]:
     ]
 
 
+def ingest_synthetic(data_dir: Path, count: int, collection: str = "papers") -> Path:
+    """Ingest ``count`` synthetic papers into a data folder, in-process; returns the corpus file."""
+    corpus = write_jsonl(data_dir.parent / f"synthetic-{collection}-{count}.jsonl", synthetic_papers(count))
+    ingest(corpus, "auto", make_settings(data_dir, collection=collection), progress=False)
+    return corpus
+
+
 def small_store(tmp_path_factory: pytest.TempPathFactory, name: str) -> tuple[Path, dict[str, str], Path]:
     """A fresh data folder with 12 synthetic papers ingested through the CLI: its folder, env and corpus file."""
     folder = tmp_path_factory.mktemp(name)
     env = {"RAG_DATA_DIR": str(folder / "data")}
     corpus = write_jsonl(folder / f"{name}.jsonl", synthetic_papers(12))
-    assert run_rag("ingest", str(corpus), env=env).returncode == 0
+    assert cli("ingest", str(corpus), env=env).exit_code == 0
     return folder, env, corpus
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> Result:
+    """The `rag` command in this process (click's runner): the same parsing, errors and exit codes as the console
+    script, without a new interpreter's imports. Unexpected exceptions propagate, so a traceback fails the test."""
+    from rag.cli import cli as rag_cli
+
+    return CliRunner().invoke(rag_cli, list(args), env=env, catch_exceptions=False)
 
 
 def run_rag(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -156,5 +183,7 @@ def app_server(bundled_data: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     """The real app with the bundled corpus and the local model, its API behind a bearer token."""
     folder = tmp_path_factory.mktemp("serve")
     shutil.copytree(bundled_data, folder / "data")
-    with rag_serve(folder / "data", folder / "serve.log", RAG_API_KEY=API_KEY) as app:
+    # An OpenAI-compatible server that is down, for requests that pick provider "openai".
+    env = {"RAG_API_KEY": API_KEY, "RAG_OPENAI__BASE_URL": "http://127.0.0.1:9/v1"}
+    with rag_serve(folder / "data", folder / "serve.log", **env) as app:
         yield app

@@ -1,19 +1,45 @@
-"""The OpenAI-compatible API of `rag serve`, driven by the official `openai` client against the real app."""
+"""The OpenAI-compatible API, driven by the official `openai` client: against the real `rag serve` with the local
+model, and in-process (FastAPI's TestClient as the client's transport) against a chat server that dies mid-answer."""
 
 import re
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
 import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from tests.conftest import API_KEY, App
+from app.api import add_api
+from rag.assistant import Assistant
+from tests.conftest import API_KEY, App, make_settings
+from tests.fakes import misbehaving_chat_server
 
 SOFTMAX = "Which papers discuss the softmax bottleneck?"
 SOFTMAX_PAPERS = ("Why do small language models underperform?", "On Retrieval Augmentation and the Limitations")
+KDEFORMER = "How does KDEformer approximate attention?"
+EXTRAS = ("citations", "sources", "refused", "nearest", "notice", "synthesis")
 
 
 def client(app: App, key: str = API_KEY) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{app.url}/v1", api_key=key, timeout=300, max_retries=0)
+
+
+def ask(api: openai.OpenAI, question: str, model: str = "rag") -> ChatCompletion:
+    return api.chat.completions.create(model=model, messages=[{"role": "user", "content": question}])
+
+
+def ask_streaming(api: openai.OpenAI, question: str, model: str = "rag") -> list[ChatCompletionChunk]:
+    return list(api.chat.completions.create(model=model, messages=[{"role": "user", "content": question}], stream=True))
+
+
+def streamed_text(chunks: list[ChatCompletionChunk]) -> str:
+    return "".join(chunk.choices[0].delta.content or "" for chunk in chunks)
 
 
 def check_cited(text: str, citations: list[dict[str, object]], sources: list[dict[str, object]]) -> None:
@@ -23,31 +49,63 @@ def check_cited(text: str, citations: list[dict[str, object]], sources: list[dic
     assert {c["paper_id"] for c in citations} <= {s["paper_id"] for s in sources}
 
 
+def check_same_answer(reply: ChatCompletion, chunks: list[ChatCompletionChunk]) -> dict[str, Any]:
+    """The stream carries exactly the reply's text, extras and usage (on its last chunk); returns the extras."""
+    assert streamed_text(chunks) == reply.choices[0].message.content
+    last, extra = chunks[-1], reply.model_extra or {}
+    assert last.choices[0].finish_reason == "stop" == reply.choices[0].finish_reason
+    assert {key: (last.model_extra or {})[key] for key in EXTRAS} == {key: extra[key] for key in EXTRAS}
+    assert last.usage == reply.usage
+    assert all(chunk.usage is None and not chunk.model_extra for chunk in chunks[:-1])
+    return extra
+
+
 def test_models_are_listed(app_server: App) -> None:
     assert {model.id for model in client(app_server).models.list()} == {"rag", "rag-evidence"}
 
 
-def test_a_cited_answer_from_the_local_model(app_server: App) -> None:
-    response = client(app_server).chat.completions.create(model="rag", messages=[{"role": "user", "content": SOFTMAX}])
+def test_a_cited_answer_from_the_local_model_with_its_usage(app_server: App) -> None:
+    response = ask(client(app_server), SOFTMAX)
     extra = response.model_extra or {}
     text = response.choices[0].message.content or ""
     check_cited(text, extra["citations"], extra["sources"])
     titles = " ".join(source["title"] for source in extra["sources"])
     assert all(paper in titles for paper in SOFTMAX_PAPERS)
-    assert extra["refused"] is False and response.usage is not None and response.usage.prompt_tokens > 50
+    assert extra["refused"] is False and extra["notice"] is None and extra["synthesis"] in text
+    usage = response.usage
+    assert usage is not None and usage.prompt_tokens > 50 and usage.completion_tokens > 0
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
 
 
-def test_a_streamed_answer_arrives_in_pieces_with_the_sources_last(app_server: App) -> None:
-    stream = client(app_server).chat.completions.create(
-        model="rag", messages=[{"role": "user", "content": "How does KDEformer approximate attention?"}], stream=True
-    )
-    chunks = list(stream)
-    text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks)
+def test_the_stream_is_exactly_the_answer_from_the_local_model(app_server: App) -> None:
+    """Same question, same seed: the streamed pieces add up to the non-streamed text, with the same extras."""
+    api = client(app_server)
+    reply, chunks = ask(api, KDEFORMER), ask_streaming(api, KDEFORMER)
+    extra = check_same_answer(reply, chunks)
     assert len([c for c in chunks if c.choices[0].delta.content]) >= 2  # the synthesis, then the evidence block
-    assert chunks[-1].choices[0].finish_reason == "stop"
-    extra = chunks[-1].model_extra or {}
-    check_cited(text, extra["citations"], extra["sources"])
+    assert extra["synthesis"] and extra["notice"] is None
+    check_cited(streamed_text(chunks), extra["citations"], extra["sources"])
     assert extra["sources"][0]["title"].startswith("KDEformer")
+
+
+def test_a_client_that_leaves_mid_stream_frees_the_model_at_once(app_server: App) -> None:
+    """The abandoned answer is closed when its client goes away, so the next one starts without waiting for it."""
+    api = client(app_server)
+    started = time.monotonic()
+    ask(api, SOFTMAX)
+    full_answer_s = time.monotonic() - started
+    messages = [{"role": "user", "content": SOFTMAX}]
+    abandoned = api.chat.completions.create(model="rag", messages=messages, stream=True)  # type: ignore[arg-type]
+    next(chunk for chunk in abandoned if chunk.choices[0].delta.content)  # the model is writing
+    abandoned.close()
+    started = time.monotonic()
+    following = api.chat.completions.create(model="rag", messages=messages, stream=True)  # type: ignore[arg-type]
+    next(chunk for chunk in following if chunk.choices[0].delta.content)
+    first_sentence_s = time.monotonic() - started
+    chunks = list(following)
+    print(f"full answer {full_answer_s:.1f} s; after a client left, first sentence in {first_sentence_s:.1f} s")
+    assert (chunks[-1].model_extra or {})["notice"] is None  # the model answered, not the busy-model fallback
+    assert first_sentence_s < full_answer_s / 2
 
 
 def test_a_follow_up_uses_the_earlier_turns(app_server: App) -> None:
@@ -62,12 +120,10 @@ def test_a_follow_up_uses_the_earlier_turns(app_server: App) -> None:
 
 
 def test_off_topic_questions_are_refused_with_the_closest_papers(app_server: App) -> None:
-    question = "What is the best recipe for sourdough bread with rye flour?"
-    response = client(app_server).chat.completions.create(
-        model="rag-evidence", messages=[{"role": "user", "content": question}]
-    )
+    response = ask(client(app_server), "What is the best recipe for sourdough bread with rye flour?", "rag-evidence")
     extra = response.model_extra or {}
     assert extra["refused"] is True and extra["citations"] == [] and len(extra["nearest"]) == 3
+    assert extra["synthesis"] == "" and response.usage is not None and response.usage.completion_tokens == 0
     assert "does not cover" in (response.choices[0].message.content or "")
 
 
@@ -75,34 +131,75 @@ def test_without_the_key_every_endpoint_answers_401(app_server: App) -> None:
     with pytest.raises(openai.AuthenticationError):
         client(app_server, key="wrong").models.list()
     with pytest.raises(openai.AuthenticationError):
-        client(app_server, key="wrong").chat.completions.create(
-            model="rag", messages=[{"role": "user", "content": SOFTMAX}]
-        )
+        ask(client(app_server, key="wrong"), SOFTMAX)
     bare = httpx.get(f"{app_server.url}/v1/models", timeout=10)
     assert bare.status_code == 401 and bare.json()["error"]["code"] == "invalid_api_key"
+    unchecked = httpx.post(f"{app_server.url}/v1/chat/completions", json={"model": "rag"}, timeout=10)
+    assert unchecked.status_code == 401  # the key is checked before the body is
     assert API_KEY not in app_server.log.read_text()  # the secret is never logged
 
 
+QUESTION = b'[{"role": "user", "content": "hi"}]'
+
+
 @pytest.mark.parametrize(
-    ("body", "status", "says"),
+    ("body", "status", "says", "param"),
     [
-        (b"{not json", 400, "not valid JSON"),
-        (b'{"model": "gpt-9", "messages": [{"role": "user", "content": "hi"}]}', 404, "does not exist"),
-        (b'{"model": "rag"}', 400, "messages"),
-        (b'{"model": "rag", "messages": [{"role": "user", "content": "   "}]}', 400, "empty"),
-        (b'{"model": "rag", "messages": [{"role": "wizard", "content": "hi"}]}', 400, "role"),
+        (b"{not json", 400, "not valid JSON", None),
+        (b"", 400, "must be a JSON object", None),
+        (b"[1, 2]", 400, "must be a JSON object", None),
+        (b'{"model": "gpt-9", "messages": ' + QUESTION + b"}", 404, "does not exist", "model"),
+        (b'{"model": "rag"}', 400, "Field required", "messages"),
+        (b'{"messages": ' + QUESTION + b"}", 400, "Field required", "model"),
+        (b'{"model": 7, "messages": ' + QUESTION + b"}", 400, "valid string", "model"),
+        (b'{"model": "rag", "messages": "hi"}', 400, "valid list", "messages"),
+        (b'{"model": "rag", "messages": ' + QUESTION + b', "stream": "maybe"}', 400, "valid boolean", "stream"),
+        (b'{"model": "rag", "messages": [{"role": "user", "content": 42}]}', 400, "messages.0.content", None),
+        (b'{"model": "rag", "messages": [{"role": "wizard", "content": "hi"}]}', 400, "role", "messages.0.role"),
+        (b'{"model": "rag", "messages": [{"role": "user", "content": "   "}]}', 400, "empty", None),
+        (b'{"model": "rag", "messages": [{"role": "system", "content": "hi"}]}', 400, "empty", None),
         (
             b'{"model": "rag-evidence", "messages": [{"role": "user", "content": "' + b"x" * 100_000 + b'"}]}',
             400,
             "the limit is",
+            "messages",
         ),
     ],
 )
 def test_bad_requests_get_an_openai_error_and_the_server_keeps_serving(
-    app_server: App, body: bytes, status: int, says: str
+    app_server: App, body: bytes, status: int, says: str, param: str | None
 ) -> None:
     headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
     response = httpx.post(f"{app_server.url}/v1/chat/completions", content=body, headers=headers, timeout=60)
     assert response.status_code == status
-    assert says in response.json()["error"]["message"]
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["type"] == "invalid_request_error"
+    assert says in error["message"]
+    if param is not None:
+        assert error["param"] == param
     assert httpx.get(f"{app_server.url}/v1/models", headers=headers, timeout=10).status_code == 200
+
+
+@pytest.fixture(scope="module")
+def dying_chat_api(bundled_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[openai.OpenAI]:
+    """The API in-process with provider `openai` pointed at a chat server that sends a sentence and hangs up."""
+    folder = tmp_path_factory.mktemp("dying")
+    shutil.copytree(bundled_data, folder / "data")
+    with misbehaving_chat_server() as url:
+        overrides: dict[str, Any] = {"llm": {"provider": "openai"}, "openai": {"base_url": f"{url}/dies/v1"}}
+        app = FastAPI()
+        add_api(app, Assistant(make_settings(folder / "data", **overrides)))
+        with TestClient(app) as http:
+            yield openai.OpenAI(base_url="http://testserver/v1", api_key="unused", http_client=http, max_retries=0)
+
+
+def test_the_stream_is_exactly_the_answer_when_the_chat_server_dies_mid_answer(dying_chat_api: openai.OpenAI) -> None:
+    """The verified sentence sent before the failure, then the evidence: the same text streamed or not."""
+    reply, chunks = ask(dying_chat_api, KDEFORMER), ask_streaming(dying_chat_api, KDEFORMER)
+    extra = check_same_answer(reply, chunks)
+    assert "stopped mid-answer" in extra["notice"]
+    assert extra["synthesis"] == "KDEformer approximates attention [1]."  # what the dying server managed to send
+    text = reply.choices[0].message.content or ""
+    assert text.startswith(extra["synthesis"] + "\n\n") and "Evidence:" in text
+    check_cited(text, extra["citations"], extra["sources"])
+    assert reply.usage is not None and reply.usage.completion_tokens > 0

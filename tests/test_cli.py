@@ -1,11 +1,14 @@
-"""The `rag` console script as a user runs it: the JSON contract, exit codes, and bad input that changes nothing."""
+"""The `rag` command line: the JSON contract, exit codes, and bad input that changes nothing.
+
+Most cases run in-process through click's runner (same parsing, errors and exit codes); one subprocess per exit code
+checks the installed console script itself."""
 
 import json
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_rag, small_store, synthetic_papers, write_jsonl
+from tests.conftest import cli, run_rag, small_store, synthetic_papers, write_jsonl
 
 
 @pytest.fixture
@@ -14,17 +17,17 @@ def small_corpus(tmp_path: Path) -> Path:
 
 
 def test_ingest_stats_and_search_follow_the_json_contract(small_corpus: Path, tmp_path: Path) -> None:
-    first = run_rag("ingest", str(small_corpus), "--json")
-    assert first.returncode == 0, first.stderr
+    first = cli("ingest", str(small_corpus), "--json")
+    assert first.exit_code == 0, first.stderr
     report = json.loads(first.stdout)
     assert {"papers": 12, "chunks": 12, "added": 12, "skipped": 0, "collection": "papers"}.items() <= report.items()
-    again = json.loads(run_rag("ingest", str(small_corpus), "--json").stdout)
+    again = json.loads(cli("ingest", str(small_corpus), "--json").stdout)
     assert (again["added"], again["skipped"], again["chunks"]) == (0, 12, 12)
 
-    stats = json.loads(run_rag("stats", "--json").stdout)
+    stats = json.loads(cli("stats", "--json").stdout)
     assert stats == stats | {"papers": 12, "chunks": 12, "collection": "papers", "embedder": "minilm-l6-int8"}
 
-    found = run_rag("search", "protein folding", "-k", "3", "--json")
+    found = cli("search", "protein folding", "-k", "3", "--json")
     hits = json.loads(found.stdout)
     assert [hit["rank"] for hit in hits] == [1, 2, 3]
     assert set(hits[0]) == {"rank", "paper_id", "title", "score", "text"}
@@ -34,17 +37,22 @@ def test_ingest_stats_and_search_follow_the_json_contract(small_corpus: Path, tm
         tmp_path / "q.jsonl",
         [{"id": "a", "question": "speech recognition"}, {"id": "b", "question": "reinforcement learning"}],
     )
-    lines = run_rag("search", "--batch", str(batch), "-k", "2", "--json").stdout.splitlines()
+    lines = cli("search", "--batch", str(batch), "-k", "2", "--json").stdout.splitlines()
     results = [json.loads(line) for line in lines]
     assert [r["id"] for r in results] == ["a", "b"]
     assert all(len(r["results"]) == 2 for r in results)
     assert "speech recognition" in results[0]["results"][0]["title"]
+    # the installed console script prints the same (exit 0)
+    script = run_rag("search", "protein folding", "-k", "3", "--json")
+    assert script.returncode == 0 and [hit["paper_id"] for hit in json.loads(script.stdout)] == [
+        hit["paper_id"] for hit in hits
+    ]
 
 
 def test_collections_are_separate(small_corpus: Path) -> None:
-    assert run_rag("ingest", str(small_corpus), "--collection", "other", "--json").returncode == 0
-    assert json.loads(run_rag("stats", "--json", "--collection", "other").stdout)["papers"] == 12
-    assert json.loads(run_rag("stats", "--json").stdout)["papers"] == 0
+    assert cli("ingest", str(small_corpus), "--collection", "other", "--json").exit_code == 0
+    assert json.loads(cli("stats", "--json", "--collection", "other").stdout)["papers"] == 12
+    assert json.loads(cli("stats", "--json").stdout)["papers"] == 0
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +69,7 @@ def ingested(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "odd": str(folder / "odd.txt"),
         "small": str(corpus),
         "long_question": "x" * 100_000,
-        "stats": run_rag("stats", "--json", env=env).stdout,
+        "stats": cli("stats", "--json", env=env).stdout,
     }
 
 
@@ -75,7 +83,7 @@ def ingested(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         (["ingest", "{small}", "--format", "xml"], "--format 'xml' is not one of auto, seed, jsonl, csv, beir, arxiv"),
         (
             ["ingest", "{small}", "--collection", "../etc"],
-            "collection name '../etc' must be 3-64 characters of letters, digits, '.', '_' or '-', starting and ending with a letter or digit",
+            "collection name '../etc' must be 1-64 characters of letters, digits, '.', '_' or '-', starting and ending with a letter or digit",
         ),
         (
             ["search", "{long_question}"],
@@ -90,13 +98,29 @@ def test_bad_input_exits_2_with_one_line_and_leaves_the_store_alone(
     ingested: dict[str, str], args: list[str], message: str
 ) -> None:
     env = {"RAG_DATA_DIR": ingested["RAG_DATA_DIR"]}
-    result = run_rag(*[arg.format(**ingested) for arg in args], env=env)
-    assert result.returncode == 2
+    result = cli(*[arg.format(**ingested) for arg in args], env=env)
+    assert result.exit_code == 2
     assert result.stderr.strip().splitlines() == [f"rag: error: {message.format(**ingested)}"]
-    assert run_rag("stats", "--json", env=env).stdout == ingested["stats"]
+    assert cli("stats", "--json", env=env).stdout == ingested["stats"]
+
+
+def test_the_console_script_exits_2_on_bad_input_with_one_line(ingested: dict[str, str]) -> None:
+    result = run_rag("ingest", ingested["odd"], env={"RAG_DATA_DIR": ingested["RAG_DATA_DIR"]})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"rag: error: {ingested['odd']}:3: title without an abstract (odd number of lines)"
+    ]
+
+
+def test_the_console_script_exits_1_when_a_server_is_down() -> None:
+    env = {"RAG_CHROMA__SERVER_URL": "http://127.0.0.1:9", "RAG_CHROMA__CONNECT_TIMEOUT_S": "0.5"}
+    result = run_rag("stats", env=env)
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("rag: error: Chroma server at http://127.0.0.1:9 is not answering")
 
 
 def test_a_bad_setting_is_bad_input(small_corpus: Path) -> None:
-    result = run_rag("ingest", str(small_corpus), env={"RAG_CHUNKING__CHUNK_SIZE": "4"})
-    assert result.returncode == 2
+    result = cli("ingest", str(small_corpus), env={"RAG_CHUNKING__CHUNK_SIZE": "4"})
+    assert result.exit_code == 2
     assert "invalid setting chunking.chunk_size" in result.stderr

@@ -42,9 +42,9 @@ def test_ingest_while_users_ask_neither_locks_nor_corrupts(chroma_server: str, t
         asker.join(timeout=120)
         assert ingested.returncode == 0, ingested.stderr
         assert statuses and set(statuses) == {200}, statuses
-        stats = json.loads(run_rag("stats", "--json", env=env).stdout)
+        stats = json.loads(run_rag("stats", "--json", "--verify", env=env).stdout)
         assert (stats["papers"], stats["chunks"], stats["incomplete"]) == (240, 240, 0)
-        # the app sees the new papers on its next question (its indexes follow the store's size)
+        # the app sees the new papers on its next question (it follows the published index version)
         reply = ask(app.url, "Study 239 of reinforcement learning").json()
         assert any(source["paper_id"] == "syn-239" for source in reply["sources"] + reply["nearest"])
 

@@ -1,14 +1,15 @@
 """The bundled embedder: MiniLM int8 ONNX on onnxruntime, verified by sha256, no torch, no download."""
 
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from rag import models
+from rag.embedding import EmbedderSpec, LocalMiniLMEmbedding, build_embedder, embedder_id
 from rag.errors import BadInput
-from rag.models import LocalMiniLMEmbedding, build_embedder, embedder_id
+from rag.model_files import verified_file
 from rag.settings import Settings
 
 
@@ -42,19 +43,41 @@ def test_long_texts_are_truncated_not_rejected(embedder: LocalMiniLMEmbedding) -
 def test_a_model_file_with_the_wrong_hash_is_refused(tmp_path: Path) -> None:
     fake = tmp_path / "model.onnx"
     fake.write_bytes(b"not the model")
-    with pytest.raises(BadInput, match="does not match the expected"):
-        models._verified(fake, "0" * 64)
+    with pytest.raises(BadInput, match="is not the published"):
+        verified_file(fake, "0" * 64)
 
 
-def test_factory_follows_the_provider_switch(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert isinstance(build_embedder(Settings()), LocalMiniLMEmbedding)
+def test_the_factory_builds_one_embedder_per_space_and_parameters(monkeypatch: pytest.MonkeyPatch) -> None:
+    local = build_embedder(Settings())
+    assert isinstance(local, LocalMiniLMEmbedding) and build_embedder(Settings()) is local
     assert embedder_id(Settings()) == "minilm-l6-int8"
+    assert embedder_id(Settings(llm={"provider": "openai"})) == "minilm-l6-int8"  # the chat model never moves it
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    remote = Settings(llm={"provider": "openai"}, openai={"embedding_model": "BGE/Small v1.5"})
-    assert embedder_id(Settings(llm={"provider": "openai"}, embedding={"provider": "local"})) == "minilm-l6-int8"
+    remote = Settings(embedding={"provider": "openai"}, openai={"embedding_model": "BGE/Small v1.5"})
     assert embedder_id(remote) == "oai-bge-small-v1.5"
     assert type(build_embedder(remote)).__name__ == "OpenAILikeEmbedding"
+    recorded = EmbedderSpec.from_id("oai-bge-small-v1.5", "BGE/Small v1.5")  # as a collection records it
+    assert build_embedder(Settings(), recorded) is build_embedder(remote)  # the spec decides, not the provider
 
 
-def test_the_local_route_needs_no_torch() -> None:
-    assert "torch" not in sys.modules
+def test_the_local_route_never_asks_for_torch() -> None:
+    """Ingest, search and the gate import nothing from torch — checked by recording every import attempt, so the test
+    holds whether or not torch is installed."""
+    script = (
+        "import sys\n"
+        "class Recorder:\n"
+        "    asked = []\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'sentence_transformers', 'transformers'):\n"
+        "            Recorder.asked.append(name)\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, Recorder())\n"
+        "from rag.embedding import build_embedder\n"
+        "from rag.settings import Settings\n"
+        "import rag.cli, rag.evidence, rag.ingest, rag.retrieve\n"
+        "build_embedder(Settings()).get_text_embedding('graph neural networks')\n"
+        "print(sorted(set(Recorder.asked)))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

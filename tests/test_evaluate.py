@@ -1,15 +1,24 @@
-"""Retrieval evaluation: the metrics on hand-made rankings, BEIR loading, and the dev-set quality floor."""
+"""Retrieval evaluation: the metrics on hand-made rankings and against trec_eval, BEIR loading, the gate shared with
+calibration, and the dev-set quality floor."""
 
 import json
+import shutil
+from itertools import islice
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
-from rag.evaluate import evaluate_retrieval, load_beir, load_question_set, paper_metrics
-from rag.settings import PROJECT_DIR
-from tests.conftest import make_settings, run_rag, write_jsonl
+from rag.cli import cli
+from rag.eval.datasets import load_beir, load_question_set
+from rag.eval.metrics import paper_metrics, retrieval_summary
+from rag.eval.suites import evaluate_retrieval
+from rag.evidence import admit
+from rag.settings import PROJECT_DIR, Settings
+from tests.conftest import make_settings, write_jsonl
 
 DEV = PROJECT_DIR / "eval" / "datasets" / "dev.jsonl"
+SCIFACT = PROJECT_DIR.parent / "shared" / "benchmarks" / "scifact"
 
 
 def test_metrics_on_a_hand_computed_ranking() -> None:
@@ -20,6 +29,76 @@ def test_metrics_on_a_hand_computed_ranking() -> None:
     ideal = 1 + 1 / 1.584962500721156 + 1 / 2  # three relevant papers at ranks 1-3
     assert scores["ndcg@10"] == pytest.approx((1 / 1.584962500721156 + 1 / 2.321928094887362) / ideal)
     assert paper_metrics(["a"], {"a"})["ndcg@10"] == 1.0
+
+
+# Where each query's gold documents sit in its hand-made run (0-based ranks; None: not retrieved), so the runs cover
+# a hit at rank 1, hits just inside and outside the cut-offs, a miss, and queries with several gold documents.
+PLACEMENTS = [[0], [4], [5], [9], [10], [63], [None], [1, 3], [0, None], [12, 2], [7, 30, None], [99, 0, 6]]
+
+
+@pytest.mark.skipif(not SCIFACT.is_dir(), reason="needs ../shared/benchmarks/scifact beside the project")
+def test_retrieval_metrics_equal_trec_eval_on_scifact_queries() -> None:
+    import pytrec_eval
+
+    questions = load_beir(SCIFACT, "test")
+    by_size = {n: [q for q in questions if len(q.gold) == n] for n in (1, 2, 3)}
+    chosen = [by_size[len(placement)].pop() for placement in PLACEMENTS]
+    with (SCIFACT / "corpus.jsonl").open() as corpus:
+        documents = [json.loads(line)["id"] for line in islice(corpus, 400)]
+    runs = []
+    for number, (question, placement) in enumerate(zip(chosen, PLACEMENTS, strict=True)):
+        ranked = [d for d in documents[number * 20 :] if d not in question.gold][:100]  # distractors
+        for rank, doc in sorted((r, d) for r, d in zip(placement, sorted(question.gold), strict=True) if r is not None):
+            ranked.insert(rank, doc)
+        runs.append(ranked[:100])
+    qrels = {q.id: dict.fromkeys(q.gold, 1) for q in chosen}
+
+    def trec(measures: set[str], depth: int) -> dict[str, dict[str, float]]:
+        run = {q.id: {d: float(depth - i) for i, d in enumerate(r[:depth])} for q, r in zip(chosen, runs, strict=True)}
+        return pytrec_eval.RelevanceEvaluator(qrels, measures).evaluate(run)
+
+    full = trec({"recall.1,5,10,100", "ndcg_cut.2,10"}, 100)
+    top10 = trec({"recip_rank"}, 10)  # MRR@10: the reciprocal rank within the first ten
+    for question, ranked in zip(chosen, runs, strict=True):
+        ours, theirs = paper_metrics(ranked, question.gold), full[question.id]
+        for n in (1, 5, 10, 100):
+            assert ours[f"recall@{n}"] == pytest.approx(theirs[f"recall_{n}"]), (question.id, n)
+        assert ours["ndcg@10"] == pytest.approx(theirs["ndcg_cut_10"]), question.id
+        # at k=2 a query with three gold documents has more than k: the ideal ranking counts only k of them
+        assert paper_metrics(ranked, question.gold, k=2)["ndcg@2"] == pytest.approx(theirs["ndcg_cut_2"]), question.id
+        assert ours["mrr@10"] == pytest.approx(top10[question.id]["recip_rank"]), question.id
+    summary = retrieval_summary(chosen, runs, [0.01] * len(chosen))
+    mean_ndcg = sum(full[q.id]["ndcg_cut_10"] for q in chosen) / len(chosen)
+    assert summary["ndcg@10"] == pytest.approx(mean_ndcg, abs=5e-5)  # the summary rounds to 4 places
+    assert 0 < summary["ndcg@10"] < 1 and summary["recall@100"] < 1  # the runs are neither perfect nor empty
+
+
+def test_the_gate_admits_by_threshold_margin_retrieval_and_strong_match() -> None:
+    config = Settings().answer.model_copy(
+        update={"gate_threshold": 0.5, "gate_margin": 0.1, "gate_min_retrieval": 0.8, "gate_strong_match": 0.7,
+                "max_sources": 2}
+    )  # fmt: skip
+    assert admit([(0.49, 1.0), (0.45, 0.9)], config) == []  # the best relevance is under the threshold
+    assert admit([], config) == []
+    # (relevance, fused score): a close second in both; one outside the margin; one far down retrieval
+    assert admit([(0.6, 1.0), (0.55, 0.85), (0.45, 0.95), (0.58, 0.5)], config) == [0, 1]
+    assert admit([(0.6, 1.0), (0.65, 0.5)], config) == [0]  # retrieval too far below the top, relevance not strong
+    assert admit([(0.66, 1.0), (0.72, 0.5)], config) == [0, 1]  # a strong match is admitted however it was ranked
+    assert admit([(0.6, 1.0), (0.6, 0.9), (0.6, 0.9)], config) == [0, 1]  # at most max_sources
+
+
+def test_the_calibration_script_judges_settings_with_the_products_gate(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(PROJECT_DIR / "eval"))
+    import calibrate_gate
+
+    gates = calibrate_gate.Gates(Settings().answer)
+    # gold flags beside (relevance, score): the first two candidates are what the product's gate admits
+    item = calibrate_gate.Scored(2, [True, False, True], [(0.9, 1.0), (0.88, 0.95), (0.2, 0.9)])
+    setting = (0.5, 0.05, 0.8, 2.0)
+    assert admit(item.candidates, gates[setting]) == [0, 1]
+    refusal, precision, recall = calibrate_gate.measure([(setting, item)], gates)
+    assert (refusal, precision, recall) == (1.0, 0.5, 0.5)
+    assert calibrate_gate.measure([((0.95, 0.05, 0.8, 2.0), item)], gates) == (0.0, 0.0, 0.0)  # refused
 
 
 def test_the_dev_set_follows_the_design_format() -> None:
@@ -39,8 +118,9 @@ def test_beir_loader_reads_split_qrels_and_skips_a_header(tmp_path: Path) -> Non
     assert (question.id, question.gold) == ("q1", frozenset({"d1"}))
 
 
-def test_hybrid_beats_each_retriever_on_the_dev_set(bundled_data: Path) -> None:
-    report = evaluate_retrieval(DEV, ["bm25", "dense", "hybrid"], 10, make_settings(bundled_data))
+def test_hybrid_beats_each_retriever_on_the_dev_set(bundled_data: Path, tmp_path: Path) -> None:
+    data = shutil.copytree(bundled_data, tmp_path / "data")  # the eval cache is written beside the store
+    report = evaluate_retrieval(DEV, make_settings(data), ["bm25", "dense", "hybrid"])
     hybrid = report["hybrid"]
     assert hybrid["ndcg@10"] > max(report["bm25"]["ndcg@10"], report["dense"]["ndcg@10"])
     assert hybrid["recall@5"] >= 0.85  # a floor under the measured 0.87: a regression, not noise, breaks it
@@ -60,11 +140,11 @@ def test_eval_cli_scores_a_beir_folder_in_its_own_collection(tmp_path: Path) -> 
         folder / "queries.jsonl", [{"_id": "q1", "text": "sailing boats"}, {"_id": "q2", "text": "astronomy stars"}]
     )
     (folder / "qrels.tsv").write_text("q1\td1\t1\nq2\td2\t1\n")
-    result = run_rag("eval", "retrieval", str(folder), "--retriever", "hybrid", "--json")
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)
+    result = CliRunner().invoke(cli, ["eval", "retrieval", str(folder), "--retriever", "hybrid", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout.splitlines()[-1])
     assert list(report) == ["hybrid"]
     assert report["hybrid"]["recall@1"] == 1.0
-    assert {"recall@5", "recall@100", "mrr@10", "ndcg@10", "by_type"} <= set(report["hybrid"])
-    stats = json.loads(run_rag("stats", "--json", "--collection", "beir-mini").stdout)
-    assert stats["papers"] == 3
+    assert {"recall@5", "recall@100", "mrr@10", "ndcg@10", "by_type", "fingerprint"} <= set(report["hybrid"])
+    stats = CliRunner().invoke(cli, ["stats", "--json", "--collection", "beir-mini"])
+    assert json.loads(stats.stdout)["papers"] == 3

@@ -52,11 +52,11 @@ def test_a_full_disk_is_a_clear_error_and_leaves_the_store_as_it_was(small_disk:
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("rag: error: ") and "no space left" in line.lower() and "Traceback" not in result.stderr
     filler.unlink()
-    after = json.loads(run_rag("stats", "--json", env=env).stdout)
+    after = json.loads(run_rag("stats", "--json", "--verify", env=env).stdout)
     assert after["incomplete"] == 0 and after["papers"] == after["chunks"]  # no paper half-written
     # with space again, the same command finishes the job exactly
     assert run_rag("ingest", str(more), env=env).returncode == 0
-    final = json.loads(run_rag("stats", "--json", env=env).stdout)
+    final = json.loads(run_rag("stats", "--json", "--verify", env=env).stdout)
     assert (final["papers"], final["chunks"], final["incomplete"]) == (430, 430, 0)
     assert json.loads(stats)["papers"] == 30
 

@@ -1,20 +1,24 @@
-"""Ingest: chunking, idempotent re-ingest, replacement of changed papers, resume after interruption, bad input."""
+"""Ingest: chunking, idempotent re-ingest, replacement of changed papers, resume after interruption, --prune, and
+settings that do not match the collection's embedder or chunking."""
 
 import itertools
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from llama_index.core.schema import MetadataMode
 from llama_index.vector_stores.chroma import ChromaVectorStore
 
 from rag import keyword_index
+from rag.cli import cli
 from rag.corpus import BUNDLED_CORPUS, Paper, read_corpus
-from rag.errors import CorpusError
+from rag.errors import BadInput, CorpusError
 from rag.ingest import ingest, make_splitter, paper_nodes
 from rag.retrieve import PaperRetriever
 from rag.settings import Settings
-from rag.store import collection_name, connect, iter_records, manifest, open_collection
+from rag.store import fingerprint, iter_records, manifest, open_collection
 from tests.conftest import make_settings, synthetic_papers, write_jsonl
 
 LONG_ABSTRACT = " ".join(f"Sentence {i} describes experiment {i} with a distinct zebra{i} finding." for i in range(150))
@@ -27,9 +31,9 @@ def settings(tmp_path: Path) -> Settings:
 
 def rows(settings: Settings) -> list[tuple[str, str]]:
     """(chunk id, version) of every row: a fingerprint of the store."""
-    collection = open_collection(connect(settings), collection_name(settings), create=False)
-    assert collection is not None
-    return sorted((r["id"], r["metadatas"]["content_hash"]) for r in iter_records(collection, ["metadatas"]))
+    stored = open_collection(settings)
+    assert stored is not None
+    return sorted((r["id"], r["metadatas"]["content_hash"]) for r in iter_records(stored.collection, ["metadatas"]))
 
 
 def test_a_typical_abstract_is_one_chunk_and_a_long_text_splits_with_overlap() -> None:
@@ -65,7 +69,7 @@ def test_a_changed_abstract_replaces_its_old_chunks(tmp_path: Path, settings: Se
     ingest(corpus, "auto", settings, progress=False)
     records[5]["abstract"] = LONG_ABSTRACT
     report = ingest(write_jsonl(corpus, records), "auto", settings, progress=False)
-    assert (report.added, report.updated, report.skipped) == (1, 1, 19)
+    assert (report.added, report.updated, report.skipped) == (0, 1, 19)  # changed, not new
     store = rows(settings)
     long_chunks = [chunk for chunk, _ in store if chunk.startswith("syn-5#")]
     assert len(long_chunks) >= 3 and report.chunks == len(store) == 19 + len(long_chunks)
@@ -97,8 +101,9 @@ def test_an_interrupted_ingest_resumes_with_exact_counts(
     with pytest.raises(KeyboardInterrupt):
         ingest(corpus, "auto", settings, progress=False)
     monkeypatch.setattr(ChromaVectorStore, "add", real_add)
-    collection = open_collection(connect(settings), collection_name(settings), create=False)
-    half = manifest(collection)
+    stored = open_collection(settings)
+    assert stored is not None and keyword_index.current_id(settings.data_path, stored.name) is None  # unpublished
+    half = manifest(stored.collection)
     assert 8 < len(half) < 16 and any(not state.complete for state in half.values())
 
     report = ingest(corpus, "auto", settings, progress=False)
@@ -106,8 +111,11 @@ def test_an_interrupted_ingest_resumes_with_exact_counts(
     assert (report.papers, report.added, report.skipped) == (40, 40 - complete_before, complete_before)
     store = rows(settings)
     assert len(store) == len(set(store)) == report.chunks
-    assert all(state.complete for state in manifest(collection).values())
-    assert keyword_index.in_step(collection, keyword_index.index_dir(settings.data_path, collection_name(settings)))
+    states = manifest(stored.collection)
+    assert all(state.complete for state in states.values())
+    version = keyword_index.published(stored, settings.data_path)
+    assert version is not None and (version.papers, version.chunks) == (40, report.chunks)
+    assert version.fingerprint == fingerprint(states)
 
 
 def test_a_malformed_file_leaves_the_store_exactly_as_it_was(tmp_path: Path, settings: Settings) -> None:
@@ -130,3 +138,56 @@ def test_the_bundled_corpus_ingests_once(bundled_data: Path) -> None:
     settings = make_settings(bundled_data)
     report = ingest(BUNDLED_CORPUS, "auto", settings, progress=False)
     assert (report.papers, report.chunks, report.added, report.skipped) == (231, 231, 0, 231)
+
+
+def invoke(*args: str) -> dict[str, Any]:
+    """`rag ARGS --json` in-process; its JSON output."""
+    result = CliRunner().invoke(cli, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_prune_removes_the_papers_the_file_no_longer_holds(tmp_path: Path) -> None:
+    every = write_jsonl(tmp_path / "all.jsonl", synthetic_papers(12))
+    some = write_jsonl(tmp_path / "some.jsonl", synthetic_papers(12)[3:10])
+    first = invoke("ingest", str(every), "--collection", "t")
+    assert (first["added"], first["removed"]) == (12, 0)
+    assert invoke("ingest", str(some), "--collection", "t")["removed"] == 0  # without --prune nothing goes
+    assert invoke("stats", "--collection", "t")["papers"] == 12
+    pruned = invoke("ingest", str(some), "--collection", "t", "--prune")
+    assert (pruned["papers"], pruned["added"], pruned["skipped"], pruned["removed"]) == (7, 0, 7, 5)
+    stats = invoke("stats", "--collection", "t", "--verify")
+    assert (stats["papers"], stats["chunks"], stats["incomplete"]) == (7, 7, 0)
+    assert [(row["name"], row["papers"]) for row in invoke("collections", "list")] == [("t", 7)]
+    hits = PaperRetriever(make_settings(tmp_path / "data", collection="t")).search("Study 0", k=20, mode="bm25")
+    assert {hit.paper_id for hit in hits} <= {f"syn-{i}" for i in range(3, 10)}
+
+
+def test_prune_with_a_file_that_fails_to_parse_removes_nothing(tmp_path: Path, settings: Settings) -> None:
+    ingest(write_jsonl(tmp_path / "all.jsonl", synthetic_papers(10)), "auto", settings, progress=False)
+    before = rows(settings), keyword_index.current_id(settings.data_path, settings.collection)
+    bad = write_jsonl(tmp_path / "bad.jsonl", synthetic_papers(2))
+    bad.write_text(bad.read_text() + "{not json\n")
+    result = CliRunner().invoke(cli, ["ingest", str(bad), "--prune", "--json"])
+    assert result.exit_code == 2 and "bad.jsonl:3" in result.stderr
+    assert (rows(settings), keyword_index.current_id(settings.data_path, settings.collection)) == before
+
+
+def test_settings_for_another_embedder_or_chunking_are_refused_naming_both(tmp_path: Path, settings: Settings) -> None:
+    corpus = write_jsonl(tmp_path / "c.jsonl", synthetic_papers(4))
+    ingest(corpus, "auto", settings, progress=False)
+    before = rows(settings)
+    remote = settings.model_copy(update={"embedding": settings.embedding.model_copy(update={"provider": "openai"})})
+    with pytest.raises(BadInput) as refused:
+        ingest(corpus, "auto", remote, progress=False)
+    assert str(refused.value) == (
+        "collection 'papers' was built with minilm-l6-int8; settings ask for oai-text-embedding-3-small "
+        "(embedding.provider, openai.embedding_model); ingest into another collection or "
+        "`rag collections delete papers`"
+    )
+    rechunked = settings.model_copy(update={"chunking": settings.chunking.model_copy(update={"chunk_size": 256})})
+    with pytest.raises(
+        BadInput, match=r"chunked with chunk_size=512, chunk_overlap=64; settings ask for chunk_size=256"
+    ):
+        ingest(corpus, "auto", rechunked, progress=False)
+    assert rows(settings) == before

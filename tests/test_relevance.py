@@ -4,15 +4,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from chromadb.api.models.Collection import Collection
 
 from rag import keyword_index
 from rag.answer import refusal_text
+from rag.embedding import LocalMiniLMEmbedding, minilm_tokenizer
+from rag.errors import BadInput
 from rag.evidence import EvidenceFinder
 from rag.ingest import ingest
-from rag.models import LocalMiniLMEmbedding, minilm_tokenizer
 from rag.relevance import TermWeights, coverage
-from rag.store import collection_name, connect, open_collection
+from rag.settings import Settings
+from rag.store import StoredCollection, open_collection
 from tests.conftest import make_settings, write_jsonl
 
 PAPERS = [
@@ -27,20 +28,19 @@ def embedder() -> LocalMiniLMEmbedding:
     return LocalMiniLMEmbedding()
 
 
-def ingest_small(tmp_path: Path) -> tuple[Collection, Path]:
-    """The three papers in a fresh store: its collection and its keyword-index folder."""
+def ingest_small(tmp_path: Path) -> tuple[StoredCollection, Settings]:
+    """The three papers in a fresh store: its collection and the settings that ingested it."""
     settings = make_settings(tmp_path / "data")
     ingest(write_jsonl(tmp_path / "papers.jsonl", PAPERS), "jsonl", settings, progress=False)
-    collection = open_collection(connect(settings), collection_name(settings), create=False)
-    assert collection is not None
-    return collection, keyword_index.index_dir(settings.data_path, collection_name(settings))
+    stored = open_collection(settings)
+    assert stored is not None
+    return stored, settings
 
 
 @pytest.fixture
 def small_index(tmp_path: Path) -> keyword_index.KeywordIndex:
-    loaded = keyword_index.load(*ingest_small(tmp_path))
-    assert loaded is not None
-    return loaded
+    stored, settings = ingest_small(tmp_path)
+    return keyword_index.load(stored, settings.data_path)
 
 
 def piece(word: str) -> int:
@@ -98,9 +98,15 @@ def test_the_gate_refuses_a_neighbouring_topic_naming_what_the_corpus_lacks(bund
     assert "No paper uses the word(s) 'drug', 'molecules'" in refusal_text(off_topic)
 
 
-def test_an_index_built_before_wordpiece_counts_is_rebuilt(tmp_path: Path) -> None:
-    collection, folder = ingest_small(tmp_path)
+def test_an_index_built_before_wordpiece_counts_asks_for_the_ingest_that_rebuilds_it(tmp_path: Path) -> None:
+    stored, settings = ingest_small(tmp_path)
+    folder = keyword_index.index_dir(settings.data_path, stored.name)
     live = folder / (folder / keyword_index.CURRENT).read_text()
     (live / keyword_index.PIECES_FILE).unlink()  # as an index published by an older version would be
-    rebuilt = keyword_index.load(collection, folder)
-    assert rebuilt is not None and rebuilt.piece_frequencies[piece("protein")] == 1
+    (live / keyword_index.STATE_FILE).write_text('{"rows": 3, "tokenizer": "en+scholarly-1"}')
+    with pytest.raises(BadInput, match="built by another version of rag"):
+        keyword_index.load(stored, settings.data_path)  # a reader never builds
+    assert keyword_index.current_id(settings.data_path, stored.name) == live.name
+    ingest(tmp_path / "papers.jsonl", "jsonl", settings, progress=False)  # nothing changed in the store
+    rebuilt = keyword_index.load(stored, settings.data_path)
+    assert rebuilt.version.id != live.name and rebuilt.piece_frequencies[piece("protein")] == 1

@@ -1,26 +1,31 @@
-"""The eval harness: metrics on hand-computed cases, question-set validation, and a complete, resumable report."""
+"""The eval harness: metrics on hand-computed cases, question-set validation, a complete and resumable report, and
+a cache that serves a record only for the question, settings, prompts, code and index it was computed with."""
 
 import json
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from rag.answer import Sentence
+from rag.cli import cli
 from rag.corpus import BUNDLED_CORPUS, read_corpus
 from rag.errors import BadInput
-from rag.evaluate import (
+from rag.eval.datasets import Question, load_question_set
+from rag.eval.metrics import (
     AnswerRecord,
-    Question,
     citation_support,
-    load_question_set,
     paper_metrics,
     percentile,
     score_answers,
     yes_no_maybe_scores,
 )
-from rag.report import run_suite
+from rag.eval.runners import Cache
+from rag.eval.suites import evaluate_answers, evaluate_retrieval, run_suite
 from rag.settings import PROJECT_DIR
-from tests.conftest import make_settings
+from tests.conftest import make_settings, write_jsonl
 
 DEV = PROJECT_DIR / "eval" / "datasets" / "dev.jsonl"
 
@@ -34,6 +39,7 @@ def test_metrics_of_an_empty_ranking_and_of_more_gold_than_k() -> None:
 def test_percentile_interpolates_and_handles_ties() -> None:
     assert percentile([5.0, 5.0, 5.0, 5.0], 95) == 5.0
     assert percentile([1.0, 2.0, 3.0, 4.0, 5.0], 50) == 3.0
+    assert percentile([4.0, 1.0, 3.0, 2.0], 50) == 2.5  # unsorted input; the median of an even count
     assert percentile([0.0, 10.0], 95) == pytest.approx(9.5)
 
 
@@ -45,16 +51,18 @@ def test_yes_no_maybe_accuracy_and_macro_f1() -> None:
     assert scores["predicted"] == {"yes": 2, "no": 2, "maybe": 0}
 
 
-def record(qid: str, gold: set[str], answer: dict[str, object], facts: tuple[str, ...] = ()) -> AnswerRecord:
+def record(
+    qid: str, gold: set[str], answer: dict[str, object], facts: tuple[str, ...] = (), sentences: Sequence[Sentence] = ()
+) -> AnswerRecord:
     question = Question(qid, "q", "topic" if gold else "unanswerable", frozenset(gold), facts)
-    return AnswerRecord(question, answer, 0.4, None, 0.4)
+    return AnswerRecord(question, answer, list(sentences), 0.4, None, 0.4)
 
 
-def answer(cited: list[str], text: str = "", refused: bool = False, synthesis: str = "") -> dict[str, object]:
+def answer(cited: list[str], text: str = "", refused: bool = False) -> dict[str, object]:
     sources = [{"n": n, "title": t, "paper_id": t, "evidence": [f"{t} uses sparse attention."]}
                for n, t in enumerate(cited, 1)]  # fmt: skip
     return {"answer": text, "citations": sources, "sources": sources, "refused": refused, "notice": None,
-            "prompt_tokens": 0, "unsupported": [], "synthesis": synthesis}  # fmt: skip
+            "prompt_tokens": 0, "unsupported": []}  # fmt: skip
 
 
 def test_answer_scores_on_hand_computed_answers_including_unanswerable_ones() -> None:
@@ -69,16 +77,19 @@ def test_answer_scores_on_hand_computed_answers_including_unanswerable_ones() ->
     assert scores["citation_recall"] == pytest.approx((1 / 2 + 1) / 2)
     assert scores["key_fact_recall"] == pytest.approx((1 / 2 + 0) / 2)
     assert scores["refusal_accuracy"] == pytest.approx(3 / 4)
+    assert scores["synthesis_rate"] == 0.0  # no answer kept a sentence of the model's own
 
 
 def test_support_is_the_share_of_a_sentence_found_in_what_it_cites() -> None:
-    synthesis = "Paper uses sparse attention [1]. It also invents quantum gravity [1]."
-    done = record("1", {"a"}, answer(["a"], synthesis=synthesis) | {"unsupported": ["An uncited claim."]})
+    # the sentences as the answer stream verified them: structure, not text to re-parse
+    sentences = [Sentence("Paper uses sparse attention [1].", (1,)), Sentence("It invents quantum gravity [1].", (1,))]
+    done = record("1", {"a"}, answer(["a"]) | {"unsupported": ["An uncited claim."]}, sentences=sentences)
     support = citation_support([done])
     # sentence 1: {uses, sparse, attention} ("paper" is a scholarly stopword) all quoted: 1; sentence 2: none: 0
     assert support["support_mean"] == pytest.approx(0.5)
     assert support["cited_sentence_share"] == pytest.approx(2 / 3, abs=1e-4)
     assert citation_support([record("2", {"a"}, answer(["a"]))])["support_p50"] is None  # evidence-only: no synthesis
+    assert score_answers([done])["synthesis_rate"] == 1.0
 
 
 @pytest.mark.parametrize(
@@ -109,9 +120,9 @@ def test_the_dev_set_is_valid_against_the_bundled_corpus() -> None:
 def test_a_suite_writes_a_complete_report_and_resumes_from_its_cache(bundled_data: Path, tmp_path: Path) -> None:
     data = tmp_path / "data"
     shutil.copytree(bundled_data, data)
-    settings = make_settings(data)
+    settings = make_settings(data, api_key="sk-eval-secret")
     out = tmp_path / "report"
-    results = run_suite("dev", settings, out, ["none"], limit=8)
+    results = run_suite("dev", settings, out, ["none"], limit=5)
     names = {path.name for path in out.iterdir()}
     assert {
         "report.md",
@@ -122,25 +133,111 @@ def test_a_suite_writes_a_complete_report_and_resumes_from_its_cache(bundled_dat
         "answers.png",
     } <= names
     saved = json.loads((out / "results.json").read_text())
-    assert saved["questions"] == 8 and saved["git_commit"] and saved["versions"]["chromadb"]
+    assert saved["questions"] == 5 and saved["git_commit"] and saved["versions"]["chromadb"]
     assert set(saved["retrieval"]) == {"bm25", "dense", "hybrid"} and "none" in saved["answers"]
-    assert saved["settings"]["api_key"] != settings.api_key.get_secret_value() or not settings.api_key
+    assert saved["settings"]["api_key"] == "**********"  # secrets are written masked
+    assert "sk-eval-secret" not in (out / "results.json").read_text() + (out / "report.md").read_text()
     report = (out / "report.md").read_text()
     assert "| hybrid |" in report and "citation_precision" in report and "![recall_at_k](recall_at_k.png)" in report
-    # an interrupted run: the last cached answer is torn mid-line; the rerun redoes only what is missing
+    # results.json names the fingerprint each part was computed under: the one its cache file holds
     cache = out / "cache" / "answers-none.jsonl"
+    header = json.loads(cache.read_text().splitlines()[0])
+    assert saved["answers"]["none"]["fingerprint"] == header["fingerprint"]
+    assert saved["code_version"] and saved["index_version"]
+    # an interrupted run: the last cached answer is torn mid-line; the rerun redoes only what is missing
     lines = cache.read_text().splitlines()
     cache.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:20])
-    again = run_suite("dev", settings, out, ["none"], limit=8)
+    again = run_suite("dev", settings, out, ["none"], limit=5)
     assert again["answers"]["none"]["citation_precision"] == results["answers"]["none"]["citation_precision"]
     assert len(cache.read_text().splitlines()) == len(lines)
     # a changed setting invalidates the cache for the parts it shapes
+    rankings = (out / "cache" / "retrieval-hybrid.jsonl").read_text()
     changed = settings.model_copy(update={"answer": settings.answer.model_copy(update={"max_sources": 1})})
-    run_suite("dev", changed, out, ["none"], limit=8)
+    run_suite("dev", changed, out, ["none"], limit=5)
     assert all(len(json.loads(line)["answer"]["sources"]) <= 1 for line in cache.read_text().splitlines()[1:])
+    assert (out / "cache" / "retrieval-hybrid.jsonl").read_text() == rankings  # the gate does not shape rankings
+
+
+def questions(*texts: str) -> list[Question]:
+    return [Question(str(i), text, "topic", frozenset({"t"})) for i, text in enumerate(texts)]
+
+
+def test_the_cache_serves_a_record_only_for_the_question_and_fingerprint_it_was_made_for(tmp_path: Path) -> None:
+    asked: list[str] = []
+
+    def compute(question: Question) -> dict[str, object]:
+        asked.append(question.text)
+        return {"echo": question.text}
+
+    path = tmp_path / "part.jsonl"
+    Cache(path, "key-1", fresh=False).fill(questions("first", "second"), "test", compute)
+    cache = Cache(path, "key-1", fresh=False)
+    reworded = questions("first", "second, reworded")
+    cache.fill(reworded, "test", compute)
+    assert asked == ["first", "second", "second, reworded"]  # the unchanged question was served from the cache
+    assert [r["echo"] for r in cache.of(reworded)] == ["first", "second, reworded"]
+    regold = [Question("0", "first", "topic", frozenset({"another gold title"}))]
+    Cache(path, "key-1", fresh=False).fill(regold, "test", compute)
+    assert asked[-1] == "first" and len(asked) == 4  # the same words with other gold papers are another question
+    Cache(path, "key-2", fresh=False).fill(regold, "test", compute)
+    assert len(asked) == 5  # another fingerprint: nothing is served
+    Cache(path, "key-2", fresh=True).fill(regold, "test", compute)
+    assert len(asked) == 6  # --fresh
+
+
+def test_a_reworded_question_in_a_cached_eval_is_recomputed(bundled_data: Path, tmp_path: Path) -> None:
+    data = shutil.copytree(bundled_data, tmp_path / "data")  # the eval cache is written beside the store
+    settings, env = make_settings(data), {"RAG_DATA_DIR": str(data)}
+    dev = [json.loads(line) for line in DEV.read_text().splitlines()[:3]]
+    path = write_jsonl(tmp_path / "three.jsonl", dev)
+    first = evaluate_answers(path, settings, ["none"])
+    retrieval = evaluate_retrieval(path, settings, ["bm25"])
+    cache_dir = next((data / "eval-cache").glob("*three.jsonl*"))
+    before = (cache_dir / "answers-none.jsonl").read_text().splitlines()
+    ranked_before = (cache_dir / "retrieval-bm25.jsonl").read_text().splitlines()
+    # the second question asks about something else entirely, keeping its id and gold titles
+    reworded = "Which papers measure the migration routes of monarch butterflies across North America?"
+    write_jsonl(path, [dev[0], dev[1] | {"question": reworded}, dev[2]])
+    done = CliRunner().invoke(cli, ["eval", "answers", str(path), "--provider", "none", "--json"], env=env)
+    assert done.exit_code == 0, done.output
+    again = json.loads(done.stdout.splitlines()[-1])  # the command runs the same records through the same cache
+    evaluate_retrieval(path, settings, ["bm25"])
+    after = (cache_dir / "answers-none.jsonl").read_text().splitlines()
+    ranked_after = (cache_dir / "retrieval-bm25.jsonl").read_text().splitlines()
+    assert after[0] == before[0]  # same settings, prompts, code and index: the same fingerprint
+    records = {json.loads(line)["id"]: line for line in after[1:]}
+    old = {json.loads(line)["id"]: line for line in before[1:]}
+    assert records[dev[0]["id"]] == old[dev[0]["id"]] and records[dev[2]["id"]] == old[dev[2]["id"]]  # served
+    redone = json.loads(records[dev[1]["id"]])
+    assert json.loads(old[dev[1]["id"]])["answer"]["refused"] is False
+    assert redone["answer"]["refused"] is True  # asked anew: the corpus has nothing on butterflies
+    assert again["none"]["refusal_accuracy"] < first["none"]["refusal_accuracy"]  # the figure follows the record
+    assert again["none"]["provider"] == "none" and again["none"]["fingerprint"] == json.loads(after[0])["fingerprint"]
+    assert retrieval["bm25"]["fingerprint"] == json.loads(ranked_after[0])["fingerprint"]
+    table = CliRunner().invoke(cli, ["eval", "answers", str(path), "--provider", "none"], env=env)
+    assert "| none | — |" in table.stdout and "citation_precision" in table.stdout
+    # a changed prompt is another fingerprint, though no answer without a model reads it: nothing is served
+    prompts = settings.prompts.model_copy(update={"answer": settings.prompts.answer + " Be brief."})
+    evaluate_answers(path, settings.model_copy(update={"prompts": prompts}), ["none"], limit=1)
+    header, *kept = (cache_dir / "answers-none.jsonl").read_text().splitlines()
+    assert header != after[0] and len(kept) == 1 and kept[0] != records[dev[0]["id"]]
+    assert len(ranked_after) == len(ranked_before) + 1  # one ranking appended, the others kept
 
 
 def test_beir_suites_need_their_benchmark_folder(tmp_path: Path) -> None:
     settings = make_settings(tmp_path / "data", eval={"benchmarks_dir": str(tmp_path / "nowhere"), "reports_dir": "x"})
     with pytest.raises(BadInput, match="benchmark folder missing"):
         run_suite("scifact", settings, tmp_path / "out", ["none"])
+
+
+def test_the_code_version_follows_the_code_that_shapes_records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rag.eval import runners
+
+    copy = shutil.copytree(runners.RAG_DIR, tmp_path / "rag", ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(runners, "RAG_DIR", copy)
+    digest = runners.code_version.__wrapped__
+    before = digest()
+    (copy / "cli.py").write_text((copy / "cli.py").read_text() + "\n# help text only\n")
+    assert digest() == before  # presenting figures differently cannot change a record
+    (copy / "evidence.py").write_text((copy / "evidence.py").read_text().replace("gate_margin", "gate_margin * 2", 1))
+    assert digest() != before  # new gate code: every record computed with the old one is stale

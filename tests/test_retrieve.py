@@ -6,10 +6,9 @@ from pathlib import Path
 import pytest
 
 from rag import keyword_index
-from rag.errors import BadInput
+from rag.errors import BadInput, EmptyCollection
 from rag.ingest import ingest
 from rag.retrieve import Filters, PaperRetriever
-from rag.store import collection_name
 from tests.conftest import make_settings, synthetic_papers, write_jsonl
 from tests.test_ingest import LONG_ABSTRACT
 
@@ -92,11 +91,16 @@ def test_metadata_filters_restrict_by_year_and_category(synthetic: PaperRetrieve
     assert synthetic.search("protein", mode=mode, filters=Filters(categories=("nope",))) == []  # type: ignore[arg-type]
 
 
-def test_an_index_rebuilt_at_load_time_searches_like_a_persisted_one(tmp_path: Path) -> None:
+def test_a_search_never_builds_an_index_and_a_reingest_republishes_the_same_one(tmp_path: Path) -> None:
     settings = make_settings(tmp_path / "data")
-    ingest(write_jsonl(tmp_path / "c.jsonl", synthetic_papers(20)), "jsonl", settings, progress=False)
-    folder = keyword_index.index_dir(settings.data_path, collection_name(settings))
+    corpus = write_jsonl(tmp_path / "c.jsonl", synthetic_papers(20))
+    ingest(corpus, "jsonl", settings, progress=False)
+    folder = keyword_index.index_dir(settings.data_path, settings.collection)
     persisted = [hit.paper_id for hit in PaperRetriever(settings).search("protein folding", k=5, mode="bm25")]
-    (folder / keyword_index.CURRENT).unlink()  # as if another process had not published its index yet
+    (folder / keyword_index.CURRENT).unlink()  # as if an ingest had died before publishing
+    with pytest.raises(EmptyCollection, match="has no published index: run `rag ingest FILE --collection papers`"):
+        PaperRetriever(settings)
+    assert not (folder / keyword_index.CURRENT).exists()
+    assert ingest(corpus, "jsonl", settings, progress=False).added == 0  # nothing to write, but a version to publish
     rebuilt = [hit.paper_id for hit in PaperRetriever(settings).search("protein folding", k=5, mode="bm25")]
     assert rebuilt == persisted and len(rebuilt) == 5

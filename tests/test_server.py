@@ -14,7 +14,7 @@ from chromadb.config import Settings as ChromaClientSettings
 
 from tests.conftest import RAG, free_port, run_rag, synthetic_papers, write_jsonl
 
-COLLECTION = "papers--minilm-l6-int8"
+COLLECTION = "papers"
 
 
 def test_ingest_and_search_through_a_chroma_server(chroma_server: str, tmp_path: Path) -> None:
@@ -66,7 +66,7 @@ def test_kill_9_mid_ingest_then_rerun_gives_exact_counts(
     assert report["added"] + report["skipped"] == total and report["skipped"] >= kill_at - 8
     ids = client.get_collection(COLLECTION).get(include=[])["ids"]
     assert len(ids) == len(set(ids)) == total
-    assert json.loads(run_rag("stats", "--json", env=env).stdout)["incomplete"] == 0
+    assert json.loads(run_rag("stats", "--json", "--verify", env=env).stdout)["incomplete"] == 0
 
 
 def test_a_server_that_is_down_is_a_clear_error() -> None:

@@ -66,6 +66,24 @@ def test_the_softmax_question_streams_a_cited_answer_with_both_papers_in_the_sou
     expect(panel).to_contain_text("Sources appear here", timeout=10_000)
 
 
+def test_choosing_the_openai_provider_keeps_the_corpus(browser: Browser, app_server: App) -> None:
+    """The chat provider changes only the chat model: the collection (and its embedder) stay what it recorded."""
+    page = open_app(browser, app_server.url)
+    expect(page.locator("#corpus-stats")).to_contain_text("231 papers", timeout=30_000)
+    page.get_by_text("Settings").click()
+    page.get_by_label("Answer model provider").click()
+    page.get_by_role("option", name="openai").click()
+    page.locator("#question textarea").fill(SOFTMAX)
+    page.locator("#question textarea").press("Enter")
+    panel = page.locator("#sources")
+    for paper in SOFTMAX_PAPERS:
+        expect(panel).to_contain_text(paper, timeout=60_000)
+    # the OpenAI server of this test app is down (port 9): the answer falls back to the evidence, and says why
+    expect(page.locator("#notice")).to_contain_text("Evidence-only answer", timeout=120_000)
+    expect(page.locator("#chat")).not_to_contain_text("No corpus ingested")
+    expect(page.locator("#corpus-stats")).to_contain_text("231 papers")
+
+
 def test_gradio_client_gets_the_same_answer_shape_as_the_cli(app_server: App) -> None:
     client = Client(app_server.url, verbose=False)
     payload = client.predict(SOFTMAX, "", "none", 0, api_name="/ask")

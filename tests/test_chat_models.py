@@ -3,19 +3,17 @@ a server that is down, and a model file that fails its hash."""
 
 import json
 import re
-import socket
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from rag.local_models import verified_model
+from rag.model_files import verified_model
 from rag.settings import Settings
 from tests.conftest import free_port, run_rag, serving
+from tests.fakes import misbehaving_chat_server
 
 QUESTION = "How does KDEformer approximate attention?"
 
@@ -59,7 +57,6 @@ def test_the_openai_provider_against_llama_cpp_server(llama_server: str, bundled
     env = {
         "RAG_DATA_DIR": str(bundled_data),
         "RAG_LLM__PROVIDER": "openai",
-        "RAG_EMBEDDING__PROVIDER": "local",
         "RAG_OPENAI__BASE_URL": llama_server,
         "RAG_OPENAI__CHAT_MODEL": "local-qwen",
         "OPENAI_API_KEY": "sk-local-test-key",
@@ -76,7 +73,6 @@ def test_a_chat_server_that_is_down_gives_the_evidence_and_a_notice(bundled_data
     env = {
         "RAG_DATA_DIR": str(bundled_data),
         "RAG_LLM__PROVIDER": "openai",
-        "RAG_EMBEDDING__PROVIDER": "local",
         "RAG_OPENAI__BASE_URL": f"http://127.0.0.1:{free_port()}/v1",
         "RAG_OPENAI__TIMEOUT_S": "5",
     }
@@ -122,51 +118,10 @@ def test_an_abstract_with_planted_instructions_changes_nothing(model_file: Path,
     assert "12 percent" in payload["answer"]
 
 
-class _Misbehaving(BaseHTTPRequestHandler):
-    """An OpenAI-compatible endpoint that is slow, answers garbage, fails, or dies mid-answer, per the path."""
-
-    protocol_version = "HTTP/1.1"
-
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        mode = self.path.strip("/").split("/")[0]
-        if mode == "dies":  # one good chunk of a chunked stream, then the server is gone (no final chunk)
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
-            piece = {"choices": [{"index": 0, "delta": {"content": "KDEformer approximates attention [1]. It"}}]}
-            data = f"data: {json.dumps(piece)}\n\n".encode()
-            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-            self.wfile.flush()
-            time.sleep(0.2)
-            self.connection.shutdown(socket.SHUT_RDWR)
-            return
-        if mode == "slow":
-            time.sleep(6)
-        if mode == "error":
-            self.send_response(500)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        body = b"data: {this is not json\n\ndata: [DONE]\n\n"
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def misbehaving_server() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Misbehaving)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with misbehaving_chat_server() as url:
+        yield url
 
 
 @pytest.mark.parametrize(
@@ -184,7 +139,6 @@ def test_a_misbehaving_chat_server_gives_the_evidence_and_a_notice(
     env = {
         "RAG_DATA_DIR": str(bundled_data),
         "RAG_LLM__PROVIDER": "openai",
-        "RAG_EMBEDDING__PROVIDER": "local",
         "RAG_OPENAI__BASE_URL": f"{misbehaving_server}/{mode}/v1",
         "RAG_OPENAI__TIMEOUT_S": "2",
     }

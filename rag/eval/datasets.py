@@ -1,0 +1,105 @@
+"""Questions to score: a question set in DESIGN's JSON-lines format, or a BEIR folder's queries and qrels."""
+
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from rag.corpus import normalise_title
+from rag.errors import BadInput
+
+QUESTION_TYPES = ("topic", "fact", "method", "compare", "unanswerable")
+
+
+@dataclass(frozen=True)
+class Question:
+    id: str
+    text: str
+    type: str
+    gold: frozenset[str]  # normalised titles (question sets) or document ids (BEIR)
+    key_facts: tuple[str, ...] = ()
+
+    @cached_property
+    def digest(self) -> str:
+        """What a cached record of this question was computed for: a reworded question or changed gold is another."""
+        content = [self.text, sorted(self.gold), self.type, list(self.key_facts)]
+        return hashlib.sha256(json.dumps(content).encode()).hexdigest()[:16]
+
+
+def load_question_set(path: Path, known_titles: Iterable[str] | None = None) -> list[Question]:
+    """A question set in DESIGN's format, validated: every error names the file and line.
+
+    Checks: JSON with an id and a question, unique ids, a known type, gold titles for answerable questions and
+    none for unanswerable ones, key facts as strings — and, given the corpus titles, every gold title in it.
+    """
+    known = {normalise_title(title) for title in known_titles} if known_titles is not None else None
+    questions: list[Question] = []
+    seen: set[str] = set()
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                record = json.loads(line)
+                question = Question(
+                    id=str(record["id"]),
+                    text=str(record["question"]),
+                    type=record.get("type", "topic"),
+                    gold=frozenset(normalise_title(title) for title in record.get("gold_titles", [])),
+                    key_facts=tuple(record.get("key_facts", [])),
+                )
+            except (ValueError, KeyError, TypeError, AttributeError):
+                raise BadInput(f"{where}: not a question-set line (needs id, question)") from None
+            if question.id in seen:
+                raise BadInput(f"{where}: duplicate id {question.id!r}")
+            if question.type not in QUESTION_TYPES:
+                raise BadInput(f"{where}: type {question.type!r} is not one of {', '.join(QUESTION_TYPES)}")
+            if (question.type == "unanswerable") == bool(question.gold):
+                need = "no gold_titles" if question.type == "unanswerable" else "gold_titles"
+                raise BadInput(f"{where}: a {question.type} question needs {need}")
+            if not all(isinstance(fact, str) and fact for fact in question.key_facts):
+                raise BadInput(f"{where}: key_facts must be non-empty strings")
+            if known is not None and (unknown := sorted(question.gold - known)):
+                raise BadInput(f"{where}: gold title not in the corpus: {unknown[0]!r}")
+            seen.add(question.id)
+            questions.append(question)
+    if not questions:
+        raise BadInput(f"{path}: no questions")
+    return questions
+
+
+def load_beir(folder: Path, split: str) -> list[Question]:
+    """Queries with at least one relevant document in the split's qrels."""
+    suffix = "" if split == "test" else f"_{split}"
+    queries_file, qrels_file = folder / f"queries{suffix}.jsonl", folder / f"qrels{suffix}.tsv"
+    for required in (folder / "corpus.jsonl", queries_file, qrels_file):
+        if not required.is_file():
+            raise BadInput(f"{required}: missing (a BEIR folder needs corpus.jsonl, queries, qrels)")
+    gold: dict[str, set[str]] = defaultdict(set)
+    for number, line in enumerate(qrels_file.read_text(encoding="utf-8").splitlines(), start=1):
+        parts = line.split("\t")
+        if len(parts) < 2 or (number == 1 and not parts[-1].strip().lstrip("-").isdigit()):
+            continue  # blank line or a "query-id corpus-id score" header
+        if len(parts) < 3 or int(parts[2]) > 0:
+            gold[parts[0].strip()].add(parts[1].strip())
+    questions = []
+    for line in queries_file.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            record = json.loads(line)
+            qid = str(record.get("_id", record.get("id")))
+            if qid in gold:
+                questions.append(Question(qid, record["text"], "beir", frozenset(gold[qid])))
+    return questions
+
+
+def load_yes_no_maybe(folder: Path) -> dict[str, str]:
+    """PubMedQA's gold answers (yes / no / maybe) by question id, from the folder's ``qa_test.jsonl``."""
+    labels = {}
+    for line in (folder / "qa_test.jsonl").read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        labels[str(record["id"])] = record["answer"]
+    return labels

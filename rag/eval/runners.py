@@ -1,0 +1,297 @@
+"""Runners: each question's record (a ranking, an answer, a verdict), computed once and cached honestly.
+
+A part of an eval (one retriever, one answer mode) keeps its records in ``<cache>/<part>.jsonl``, appended as each
+is computed, so an interrupted run resumes where it stopped. The file's first line holds the part's fingerprint:
+the settings that shape its records, the prompts, the code that computes them (:func:`code_version`), the index
+they were computed over (:func:`index_version`) and the library versions. A file with another fingerprint starts
+afresh; a record whose question digest (text, gold, type, key facts) differs from the question asked now is
+recomputed. results.json carries the fingerprint of every part.
+"""
+
+import hashlib
+import json
+import platform
+import re
+import time
+from collections.abc import Callable
+from functools import cache, partial
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+from tqdm import tqdm
+
+from rag.corpus import normalise_title
+from rag.errors import BadInput
+from rag.eval.datasets import Question
+from rag.eval.metrics import (
+    DEPTH,
+    AnswerRecord,
+    percentile,
+    retrieval_summary,
+    score_answers,
+    yes_no_maybe_scores,
+)
+from rag.settings import Settings
+
+if TYPE_CHECKING:
+    from rag.chat_models import ChatModel
+    from rag.evidence import EvidenceFinder
+    from rag.retrieve import PaperRetriever
+
+RAG_DIR = Path(__file__).resolve().parent.parent
+# Files under rag/ that cannot change a record: they score records afresh on every run, choose what to compute, or
+# present the figures.
+NOT_SHAPING = ("cli.py", "eval/metrics.py", "eval/report.py", "eval/suites.py")
+PACKAGES = ("chromadb", "llama-index-core", "llama_cpp_python", "openai", "bm25s", "onnxruntime", "tokenizers")
+
+
+def fingerprint(*parts: Any) -> str:
+    def plain(value: Any) -> Any:
+        return value.model_dump(mode="json") if isinstance(value, BaseModel) else str(value)
+
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=plain).encode()).hexdigest()[:16]
+
+
+@cache
+def code_version() -> str:
+    """A digest of every file under rag/ that can shape a record (code, bundled corpus, tokenizer)."""
+    digest = hashlib.sha256()
+    for path in sorted(RAG_DIR.rglob("*")):
+        relative = path.relative_to(RAG_DIR).as_posix()
+        if path.is_file() and "__pycache__" not in relative and relative not in NOT_SHAPING:
+            digest.update(relative.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def index_version(retriever: "PaperRetriever") -> str:
+    """The index a record was computed over: the published version's content fingerprint (which paper versions it
+    holds), its tokenizer and the embedder. Content, not the version folder's id, so the same rows give the same key
+    on every machine, and an abstract changed in place gives another."""
+    version = retriever.version
+    return f"{retriever.settings.collection}:{version.fingerprint}:{version.tokenizer}:{retriever.embedder.model_name}"
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+class Cache:
+    """Per-question records of one part of an eval, appended as they come; valid only under one fingerprint."""
+
+    def __init__(self, path: Path, key: str, fresh: bool) -> None:
+        self.path, self.key = path, key
+        self.records: dict[str, dict[str, Any]] = {}
+        if path.is_file() and not fresh:
+            lines = path.read_text(encoding="utf-8").splitlines()
+            if lines and json.loads(lines[0]).get("fingerprint") == key:
+                for line in lines[1:]:
+                    try:
+                        record = json.loads(line)
+                    except json.JSONDecodeError:
+                        break  # a line cut short by an interruption: redo from there
+                    self.records[record["id"]] = record  # a later line for the same id supersedes the earlier
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", encoding="utf-8") as handle:  # rewrite: drops stale parts and any torn last line
+            handle.write(json.dumps({"fingerprint": key}) + "\n")
+            handle.writelines(json.dumps(record) + "\n" for record in self.records.values())
+
+    def fill(self, questions: list[Question], label: str, compute: Callable[[Question], dict[str, Any]]) -> None:
+        """Compute the record of every question that has none, or one made for another wording, gold or type."""
+        todo = [q for q in questions if self.records.get(q.id, {}).get("question") != q.digest]
+        with self.path.open("a", encoding="utf-8") as handle:
+            for question in tqdm(todo, desc=label, unit="q", disable=not todo):
+                record = {"id": question.id, "question": question.digest} | compute(question)
+                handle.write(json.dumps(record) + "\n")
+                handle.flush()
+                self.records[question.id] = record
+
+    def of(self, questions: list[Question]) -> list[dict[str, Any]]:
+        return [self.records[q.id] for q in questions]
+
+
+def retrieve_one(retriever: "PaperRetriever", question: Question, mode: str, depth: int, by_id: bool) -> dict:
+    """One question's ranked keys (document ids for BEIR, normalised titles otherwise) and its search time."""
+    started = time.perf_counter()
+    hits = retriever.search(question.text, depth, mode)  # type: ignore[arg-type]
+    elapsed = time.perf_counter() - started
+    return {"ranked": [hit.paper_id if by_id else normalise_title(hit.title) for hit in hits], "latency_s": elapsed}
+
+
+def scored_questions(questions: list[Question]) -> list[Question]:
+    """The questions retrieval can be scored on: those with gold papers (unanswerable ones test the answer step)."""
+    scored = [question for question in questions if question.gold]
+    if not scored:
+        raise BadInput("no question has gold papers to score")
+    return scored
+
+
+def score_retrievers(
+    retriever: "PaperRetriever", questions: list[Question], modes: list[str], k: int, by_id: bool
+) -> dict[str, Any]:
+    """Each mode's metrics, computed afresh and kept nowhere (for tuning loops that change settings in place)."""
+    scored = scored_questions(questions)
+    report = {}
+    for mode in modes:
+        records = [retrieve_one(retriever, q, mode, max(k, DEPTH), by_id) for q in scored]
+        report[mode] = retrieval_summary(scored, [r["ranked"] for r in records], [r["latency_s"] for r in records], k)
+    return report
+
+
+def run_retrieval(
+    retriever: "PaperRetriever",
+    questions: list[Question],
+    by_id: bool,
+    cache_dir: Path,
+    fresh: bool,
+    modes: list[str],
+    k: int = 10,
+) -> dict[str, Any]:
+    """Each retriever's metrics over the questions with gold papers, from cached records where they are current."""
+    settings = retriever.settings
+    scored = scored_questions(questions)
+    depth = max(k, DEPTH)
+    shaping = (settings.retrieval, settings.embedding, settings.openai.embedding_model, settings.chunking)
+    report = {}
+    for mode in modes:
+        key = fingerprint(
+            "retrieval", mode, depth, by_id, *shaping, code_version(), index_version(retriever), versions()
+        )
+        cache = Cache(cache_dir / f"retrieval-{mode}.jsonl", key, fresh)
+        cache.fill(scored, f"retrieval {mode}", partial(retrieve_one, retriever, mode=mode, depth=depth, by_id=by_id))
+        records = cache.of(scored)
+        latencies = [r["latency_s"] for r in records]
+        report[mode] = retrieval_summary(scored, [r["ranked"] for r in records], latencies, k) | {
+            "unscored": len(questions) - len(scored),
+            "latencies_ms": [round(1000 * latency, 2) for latency in latencies],
+            "fingerprint": key,
+        }
+    return report
+
+
+def answer_one(question: Question, finder: "EvidenceFinder", model: "ChatModel | None", settings: Settings) -> dict:
+    """One question answered as a user gets it: the answer, the model's verified sentences, and the evidence,
+    first-text (the first verified sentence or evidence-only text) and total times."""
+    from rag.answer import Answer, Fallback, Final, Sentence, answer_stream
+
+    started = time.perf_counter()
+    evidence = finder.find(question.text)
+    evidence_s = time.perf_counter() - started
+    first: float | None = None
+    answer: Answer | None = None
+
+    def attribute(claim: str) -> int | None:
+        return finder.supporting_source(claim, evidence)
+
+    for event in answer_stream(evidence, model, settings, attribute):
+        match event:
+            case Sentence() | Fallback() if first is None:
+                first = time.perf_counter() - started
+            case Final(done):
+                answer = done
+    assert answer is not None, "an answer stream always ends with its Final event"
+    return {
+        "answer": answer.as_json(),
+        "sentences": [{"text": s.text, "cited": list(s.cited)} for s in answer.sentences],
+        "evidence_s": evidence_s,
+        "first_token_s": first,
+        "total_s": time.perf_counter() - started,
+    }
+
+
+def answer_record(question: Question, record: dict[str, Any]) -> AnswerRecord:
+    from rag.answer import Sentence
+
+    sentences = [Sentence(s["text"], tuple(s["cited"])) for s in record["sentences"]]
+    times = record["evidence_s"], record["first_token_s"], record["total_s"]
+    return AnswerRecord(question, record["answer"], sentences, *times)
+
+
+YES_NO_MAYBE_PROMPT = (
+    "You judge research questions from the findings of one study, quoted as data. Reply with one word: "
+    "yes, no or maybe (maybe when the findings are mixed or do not settle it)."
+)
+
+
+def decide_yes_no_maybe(
+    question: Question, finder: "EvidenceFinder", model: "ChatModel | None", settings: Settings
+) -> dict[str, Any]:
+    """PubMedQA's answer step: the question's evidence (retrieved, gated, quoted) judged yes / no / maybe.
+
+    Without a model the prediction is the majority class, "yes": the published majority baseline, reproduced.
+    """
+    from rag.chat_models import LLMUnavailable
+    from rag.text import count_tokens
+
+    if model is None:
+        return {"prediction": "yes", "total_s": 0.0, "prompt_tokens": 0, "note": "majority"}
+    started = time.perf_counter()
+    evidence = finder.find(question.text)
+    sources = evidence.sources or evidence.nearest[:1]  # a refusal still leaves the closest study to judge
+    quoted = "\n".join(f"[{s.n}] {s.title} {' '.join(s.sentences)}" for s in sources[:2])
+    messages = [
+        {"role": "system", "content": YES_NO_MAYBE_PROMPT},
+        {"role": "user", "content": f"Findings:\n{quoted}\n\nQuestion: {question.text}\nAnswer (yes, no or maybe):"},
+    ]
+    try:
+        reply = "".join(model.stream(messages, 4))
+        verdict = re.search(r"\b(yes|no|maybe)\b", reply, re.IGNORECASE)
+        prediction, note = (verdict.group(1).lower(), None) if verdict else ("maybe", f"unparsed: {reply[:40]!r}")
+    except LLMUnavailable as error:
+        prediction, note = "maybe", f"model failed: {error}"
+    prompt_tokens = sum(count_tokens(m["content"]) for m in messages)
+    return {"prediction": prediction, "total_s": time.perf_counter() - started, "prompt_tokens": prompt_tokens,
+            "note": note}  # fmt: skip
+
+
+def run_answers(
+    finder: "EvidenceFinder",
+    questions: list[Question],
+    cache_dir: Path,
+    fresh: bool,
+    providers: list[str],
+    labels: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Each answer mode's scores: grounded answers, or yes / no / maybe verdicts when ``labels`` holds the gold."""
+    from rag.chat_models import LLMUnavailable, build_chat_model
+
+    settings = finder.settings
+    report: dict[str, dict[str, Any]] = {}
+    for provider in providers:
+        mode = settings.model_copy(update={"llm": settings.llm.model_copy(update={"provider": provider})})
+        try:
+            model = build_chat_model(mode)
+        except LLMUnavailable as error:
+            report[provider] = {"skipped": str(error)}
+            continue
+        name = model.name if model else None
+        shaping = (mode.llm, mode.openai, mode.retrieval, mode.embedding, mode.chunking, mode.answer, mode.prompts)
+        step = decide_yes_no_maybe if labels else answer_one
+        key = fingerprint(step.__name__, name, *shaping, code_version(), index_version(finder.retriever), versions())
+        cache = Cache(cache_dir / f"answers-{provider}.jsonl", key, fresh)
+        cache.fill(questions, f"answers {provider}", partial(step, finder=finder, model=model, settings=mode))
+        done = cache.of(questions)
+        if labels:
+            report[provider] = yes_no_maybe_scores([labels[q.id] for q in questions], [r["prediction"] for r in done])
+            report[provider] |= {
+                "model": name,
+                "latency_s_p50": round(percentile([r["total_s"] for r in done], 50), 2),
+                "prompt_tokens_p50": percentile([r["prompt_tokens"] for r in done], 50) if model else None,
+            }
+        else:
+            records = [answer_record(q, r) for q, r in zip(questions, done, strict=True)]
+            report[provider] = score_answers(records) | {"model": name}
+            report[provider]["latencies_s"] = {
+                "evidence": [r.evidence_s for r in records],
+                "first_token": [r.first_token_s for r in records if r.first_token_s is not None],
+                "total": [r.total_s for r in records],
+            }
+        report[provider]["fingerprint"] = key
+    return report
