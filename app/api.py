@@ -115,7 +115,8 @@ def _api_error(request: Request, failure: Exception) -> JSONResponse:
 
 
 def add_api(app: FastAPI, assistant: Assistant) -> None:
-    """Mount the API at /v1 on ``app`` with its error handlers (they apply to the app's own routes only)."""
+    """Mount the API at /v1 on ``app`` with the handlers that turn its errors into OpenAI's error object (a mounted
+    sub-app, such as the Gradio UI, keeps its own)."""
     app.include_router(build_api(assistant))
     app.add_exception_handler(APIError, _api_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)

@@ -45,11 +45,12 @@ class LocalChatModel:
         self.name = settings.llm.local_model
         self.context_tokens = settings.llm.context_tokens
         self.temperature = settings.llm.temperature
+        self.seed = settings.llm.seed
         self._llama = Llama(
             model_path=str(path),
             n_ctx=settings.llm.context_tokens,
             n_threads=settings.llm.threads or os.cpu_count(),
-            seed=settings.llm.seed,  # the same question gets the same answer: evals and tests are repeatable
+            seed=settings.llm.seed,
             verbose=False,
         )
 
@@ -58,6 +59,7 @@ class LocalChatModel:
             messages=messages,  # type: ignore[arg-type]
             max_tokens=max_tokens,
             temperature=self.temperature,
+            seed=self.seed,  # per call: otherwise llama.cpp moves its seed on, and a repeated question changes answer
             stream=True,
         )
         for chunk in chunks:

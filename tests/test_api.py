@@ -1,22 +1,27 @@
 """The OpenAI-compatible API, driven by the official `openai` client: against the real `rag serve` with the local
-model, and in-process (FastAPI's TestClient as the client's transport) against a chat server that dies mid-answer."""
+model, and in-process (the app under uvicorn with the local model, to watch its lock when a client hangs up; FastAPI's
+TestClient as the client's transport against a chat server that dies mid-answer)."""
 
 import re
 import shutil
+import socket
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
+import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from app.api import add_api
-from rag.assistant import Assistant
+from rag.assistant import Assistant, FifoLock, SerialModel
 from tests.conftest import API_KEY, App, make_settings
 from tests.fakes import misbehaving_chat_server
 
@@ -64,17 +69,12 @@ def test_models_are_listed(app_server: App) -> None:
     assert {model.id for model in client(app_server).models.list()} == {"rag", "rag-evidence"}
 
 
-def test_a_cited_answer_from_the_local_model_with_its_usage(app_server: App) -> None:
-    response = ask(client(app_server), SOFTMAX)
+def test_sources_cover_every_relevant_paper(app_server: App) -> None:
+    response = ask(client(app_server), SOFTMAX, "rag-evidence")
     extra = response.model_extra or {}
-    text = response.choices[0].message.content or ""
-    check_cited(text, extra["citations"], extra["sources"])
+    check_cited(response.choices[0].message.content or "", extra["citations"], extra["sources"])
     titles = " ".join(source["title"] for source in extra["sources"])
-    assert all(paper in titles for paper in SOFTMAX_PAPERS)
-    assert extra["refused"] is False and extra["notice"] is None and extra["synthesis"] in text
-    usage = response.usage
-    assert usage is not None and usage.prompt_tokens > 50 and usage.completion_tokens > 0
-    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+    assert all(paper in titles for paper in SOFTMAX_PAPERS) and extra["refused"] is False
 
 
 def test_the_stream_is_exactly_the_answer_from_the_local_model(app_server: App) -> None:
@@ -83,29 +83,76 @@ def test_the_stream_is_exactly_the_answer_from_the_local_model(app_server: App) 
     reply, chunks = ask(api, KDEFORMER), ask_streaming(api, KDEFORMER)
     extra = check_same_answer(reply, chunks)
     assert len([c for c in chunks if c.choices[0].delta.content]) >= 2  # the synthesis, then the evidence block
-    assert extra["synthesis"] and extra["notice"] is None
+    assert extra["notice"] is None and extra["synthesis"] in streamed_text(chunks)
     check_cited(streamed_text(chunks), extra["citations"], extra["sources"])
     assert extra["sources"][0]["title"].startswith("KDEformer")
+    usage = reply.usage
+    assert usage is not None and usage.prompt_tokens > 50 and usage.completion_tokens > 0
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
 
 
-def test_a_client_that_leaves_mid_stream_frees_the_model_at_once(app_server: App) -> None:
-    """The abandoned answer is closed when its client goes away, so the next one starts without waiting for it."""
-    api = client(app_server)
-    started = time.monotonic()
-    ask(api, SOFTMAX)
-    full_answer_s = time.monotonic() - started
-    messages = [{"role": "user", "content": SOFTMAX}]
-    abandoned = api.chat.completions.create(model="rag", messages=messages, stream=True)  # type: ignore[arg-type]
-    next(chunk for chunk in abandoned if chunk.choices[0].delta.content)  # the model is writing
+@contextmanager
+def uvicorn_thread(app: FastAPI) -> Iterator[str]:
+    """``app`` served by uvicorn in this process (a real socket, so a client can hang up); yields its URL."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def local_api(bundled_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[openai.OpenAI, FifoLock]]:
+    """The API in-process with the local model, and the lock that model is used under."""
+    folder = tmp_path_factory.mktemp("local")
+    shutil.copytree(bundled_data, folder / "data")
+    assistant = Assistant(make_settings(folder / "data"))
+    model = assistant.model(assistant.settings)
+    assert isinstance(model, SerialModel)
+    app = FastAPI()
+    add_api(app, assistant)
+    with uvicorn_thread(app) as url:
+        yield openai.OpenAI(base_url=f"{url}/v1", api_key="unused", timeout=300, max_retries=0), model.lock
+
+
+def test_a_client_that_leaves_mid_stream_frees_the_model_at_once(local_api: tuple[openai.OpenAI, FifoLock]) -> None:
+    """Closing the connection mid-answer closes that answer: the model is free for the next request within a token,
+    not when the abandoned answer would have ended (or was garbage-collected)."""
+    api, lock = local_api
+
+    def busy() -> bool:
+        if lock.acquire(timeout=0):
+            lock.release()
+            return False
+        return True
+
+    def first_sentence() -> tuple[openai.Stream[ChatCompletionChunk], float]:
+        started = time.monotonic()
+        stream = api.chat.completions.create(model="rag", messages=[{"role": "user", "content": SOFTMAX}], stream=True)
+        next(chunk for chunk in stream if chunk.choices[0].delta.content)
+        return stream, time.monotonic() - started
+
+    abandoned, first_s = first_sentence()
+    assert busy()  # the model is writing the rest of the answer
     abandoned.close()
-    started = time.monotonic()
-    following = api.chat.completions.create(model="rag", messages=messages, stream=True)  # type: ignore[arg-type]
-    next(chunk for chunk in following if chunk.choices[0].delta.content)
-    first_sentence_s = time.monotonic() - started
-    chunks = list(following)
-    print(f"full answer {full_answer_s:.1f} s; after a client left, first sentence in {first_sentence_s:.1f} s")
-    assert (chunks[-1].model_extra or {})["notice"] is None  # the model answered, not the busy-model fallback
-    assert first_sentence_s < full_answer_s / 2
+    left = time.monotonic()
+    assert lock.acquire(timeout=60), "the model stayed busy with an answer nobody reads"
+    free_s = time.monotonic() - left
+    lock.release()
+    following, next_s = first_sentence()
+    assert busy()  # the next answer is the model's, not the busy-model fallback
+    following.close()
+    print(f"first sentence {first_s:.1f} s; model free {free_s:.2f} s after the client left; next {next_s:.1f} s")
+    assert free_s < 5
 
 
 def test_a_follow_up_uses_the_earlier_turns(app_server: App) -> None:
