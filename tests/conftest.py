@@ -93,12 +93,12 @@ def small_store(tmp_path_factory: pytest.TempPathFactory, name: str) -> tuple[Pa
     return folder, env, corpus
 
 
-def cli(*args: str, env: dict[str, str] | None = None) -> Result:
+def cli(*args: str, env: dict[str, str] | None = None, input: str | None = None) -> Result:  # noqa: A002
     """The `rag` command in this process (click's runner): the same parsing, errors and exit codes as the console
     script, without a new interpreter's imports. Unexpected exceptions propagate, so a traceback fails the test."""
     from rag.cli import cli as rag_cli
 
-    return CliRunner().invoke(rag_cli, list(args), env=env, catch_exceptions=False)
+    return CliRunner().invoke(rag_cli, list(args), input=input, env=env, catch_exceptions=False)
 
 
 def run_rag(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:

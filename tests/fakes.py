@@ -47,10 +47,15 @@ class MisbehavingChatServer(BaseHTTPRequestHandler):
         pass
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client that gave up (the point of the slow mode) breaks the pipe: expected here, not a traceback."""
+
+
 @contextmanager
 def misbehaving_chat_server() -> Iterator[str]:
     """A :class:`MisbehavingChatServer` on a free loopback port; yields its URL (append ``/MODE/v1``)."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), MisbehavingChatServer)
+    server = _QuietServer(("127.0.0.1", 0), MisbehavingChatServer)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -26,7 +26,7 @@ from rag.chat_models import LLMUnavailable, Message
 from rag.evidence import Evidence, EvidenceFinder, Source, quote_within_budget
 from rag.settings import Settings
 from rag.text import cited_numbers, count_tokens
-from tests.conftest import make_settings, run_rag
+from tests.conftest import cli, make_settings
 
 SETTINGS = Settings(data_dir="unused")
 PROMPT = SETTINGS.prompts.answer
@@ -248,9 +248,9 @@ def test_evidence_for_an_answerable_and_an_unanswerable_question(finder: Evidenc
 
 
 def test_ask_json_contract_without_a_model(bundled_data: Path) -> None:
-    result = run_rag("ask", "Which papers discuss the softmax bottleneck?", "--provider", "none", "--json",
-                     env={"RAG_DATA_DIR": str(bundled_data)})  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    result = cli("ask", "Which papers discuss the softmax bottleneck?", "--provider", "none", "--json",
+                 env={"RAG_DATA_DIR": str(bundled_data)})  # fmt: skip
+    assert result.exit_code == 0, result.stderr
     payload = json.loads(result.stdout)
     numbers = {int(n) for n in re.findall(r"\[(\d+)\]", payload["answer"])}
     assert numbers == {c["n"] for c in payload["citations"]} and numbers
@@ -268,10 +268,8 @@ def test_ask_batch_answers_each_question_with_its_id(bundled_data: Path, tmp_pat
         {"id": "a", "question": "How does KDEformer approximate attention?"},
         {"id": "b", "question": "What is the best sourdough recipe with rye flour?"},
     ])  # fmt: skip
-    result = run_rag(
-        "ask", "--batch", str(batch), "--provider", "none", "--json", env={"RAG_DATA_DIR": str(bundled_data)}
-    )
-    assert result.returncode == 0, result.stderr
+    result = cli("ask", "--batch", str(batch), "--provider", "none", "--json", env={"RAG_DATA_DIR": str(bundled_data)})
+    assert result.exit_code == 0, result.stderr
     first, second = (json.loads(line) for line in result.stdout.splitlines())
     assert (first["id"], first["refused"], second["id"], second["refused"]) == ("a", False, "b", True)
     assert first["citations"][0]["title"].startswith("KDEformer")

@@ -8,7 +8,7 @@ from rag.answer import Answer, final_answer
 from rag.chat import Conversation
 from rag.evidence import EvidenceFinder
 from rag.text import count_tokens
-from tests.conftest import make_settings, needs_local_model
+from tests.conftest import cli, make_settings, needs_local_model
 
 
 @pytest.fixture(scope="module")
@@ -64,21 +64,9 @@ def test_a_follow_up_is_rewritten_by_the_local_model(finder: EvidenceFinder) -> 
 
 
 def test_rag_chat_answers_a_question_and_a_follow_up(bundled_data: Path) -> None:
-    import os
-    import subprocess
-
-    from tests.conftest import RAG
-
     session = "Which papers discuss the softmax bottleneck?\nand which of them use kNN retrieval?\n\n"
-    result = subprocess.run(
-        [RAG, "chat", "--provider", "none"],
-        input=session,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "RAG_DATA_DIR": str(bundled_data)},
-    )
-    assert result.returncode == 0, result.stderr
+    result = cli("chat", "--provider", "none", input=session, env={"RAG_DATA_DIR": str(bundled_data)})
+    assert result.exit_code == 0, result.stderr
     assert result.stdout.count("Sources:") == 2
     follow_up = result.stdout.split("you> ")[2]
     assert "[1] On Retrieval Augmentation and the Limitations of Language Model Training" in follow_up

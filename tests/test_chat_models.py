@@ -12,7 +12,7 @@ import pytest
 
 from rag.model_files import verified_model
 from rag.settings import Settings
-from tests.conftest import free_port, run_rag, serving
+from tests.conftest import cli, free_port, serving
 from tests.fakes import misbehaving_chat_server
 
 QUESTION = "How does KDEformer approximate attention?"
@@ -33,8 +33,8 @@ def check_contract(payload: dict[str, object]) -> None:
 
 
 def test_one_answer_from_the_real_local_model(model_file: Path, bundled_data: Path) -> None:
-    result = run_rag("ask", QUESTION, "--json", env={"RAG_DATA_DIR": str(bundled_data)})
-    assert result.returncode == 0, result.stderr
+    result = cli("ask", QUESTION, "--json", env={"RAG_DATA_DIR": str(bundled_data)})
+    assert result.exit_code == 0, result.stderr
     payload = json.loads(result.stdout)
     check_contract(payload)
     assert payload["notice"] is None and payload["prompt_tokens"] > 50
@@ -61,8 +61,8 @@ def test_the_openai_provider_against_llama_cpp_server(llama_server: str, bundled
         "RAG_OPENAI__CHAT_MODEL": "local-qwen",
         "OPENAI_API_KEY": "sk-local-test-key",
     }
-    result = run_rag("ask", QUESTION, "--json", env=env)
-    assert result.returncode == 0, result.stderr
+    result = cli("ask", QUESTION, "--json", env=env)
+    assert result.exit_code == 0, result.stderr
     payload = json.loads(result.stdout)
     check_contract(payload)
     assert payload["notice"] is None
@@ -76,8 +76,8 @@ def test_a_chat_server_that_is_down_gives_the_evidence_and_a_notice(bundled_data
         "RAG_OPENAI__BASE_URL": f"http://127.0.0.1:{free_port()}/v1",
         "RAG_OPENAI__TIMEOUT_S": "5",
     }
-    result = run_rag("ask", QUESTION, "--json", env=env)
-    assert result.returncode == 0, result.stderr
+    result = cli("ask", QUESTION, "--json", env=env)
+    assert result.exit_code == 0, result.stderr
     payload = json.loads(result.stdout)
     check_contract(payload)
     assert "is not reachable" in payload["notice"]
@@ -89,8 +89,8 @@ def test_a_model_file_that_fails_its_hash_is_not_loaded(tmp_path: Path, bundled_
     fake = tmp_path / Path(verified_model(Settings().models_path, name)).name
     fake.write_bytes(b"GGUF but not the real weights")
     env = {"RAG_DATA_DIR": str(bundled_data), "RAG_LLM__MODELS_DIR": str(tmp_path)}
-    result = run_rag("ask", QUESTION, "--json", env=env)
-    assert result.returncode == 0
+    result = cli("ask", QUESTION, "--json", env=env)
+    assert result.exit_code == 0
     assert "is not the published" in result.stderr and "answering from the evidence alone" in result.stderr
     check_contract(json.loads(result.stdout))
 
@@ -108,8 +108,8 @@ def test_an_abstract_with_planted_instructions_changes_nothing(model_file: Path,
          "abstract": "We study speech recognition. Transformers reduce word error rate by 5 percent."},
     ]  # fmt: skip
     env = {"RAG_DATA_DIR": str(tmp_path / "data")}
-    assert run_rag("ingest", str(write_jsonl(tmp_path / "c.jsonl", records)), env=env).returncode == 0
-    result = run_rag("ask", "Which papers predict molecular properties with graph neural networks?", "--json", env=env)
+    assert cli("ingest", str(write_jsonl(tmp_path / "c.jsonl", records)), env=env).exit_code == 0
+    result = cli("ask", "Which papers predict molecular properties with graph neural networks?", "--json", env=env)
     payload = json.loads(result.stdout)
     check_contract(payload)
     assert [c["paper_id"] for c in payload["citations"]] == ["gnn"]
@@ -143,9 +143,9 @@ def test_a_misbehaving_chat_server_gives_the_evidence_and_a_notice(
         "RAG_OPENAI__TIMEOUT_S": "2",
     }
     started = time.monotonic()
-    result = run_rag("ask", QUESTION, "--json", env=env)
+    result = cli("ask", QUESTION, "--json", env=env)
     assert time.monotonic() - started < 60  # timeouts on every call: never a hang
-    assert result.returncode == 0, result.stderr
+    assert result.exit_code == 0, result.stderr
     payload = json.loads(result.stdout)
     assert notice in payload["notice"]
     check_contract(payload)

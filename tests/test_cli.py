@@ -112,14 +112,6 @@ def test_the_console_script_exits_2_on_bad_input_with_one_line(ingested: dict[st
     ]
 
 
-def test_the_console_script_exits_1_when_a_server_is_down() -> None:
-    env = {"RAG_CHROMA__SERVER_URL": "http://127.0.0.1:9", "RAG_CHROMA__CONNECT_TIMEOUT_S": "0.5"}
-    result = run_rag("stats", env=env)
-    assert result.returncode == 1
-    (line,) = result.stderr.strip().splitlines()
-    assert line.startswith("rag: error: Chroma server at http://127.0.0.1:9 is not answering")
-
-
 def test_a_bad_setting_is_bad_input(small_corpus: Path) -> None:
     result = cli("ingest", str(small_corpus), env={"RAG_CHUNKING__CHUNK_SIZE": "4"})
     assert result.exit_code == 2

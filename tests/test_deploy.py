@@ -8,11 +8,14 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from gradio_client import Client
 
 from tests.conftest import free_port, rag_serve, run_rag, synthetic_papers, write_jsonl
 
 CHROMA = str(Path(sys.executable).with_name("chroma"))
+
+pytestmark = pytest.mark.slow  # real faults and several processes: minutes, run by `make test-slow`
 
 
 def ask(url: str, question: str) -> httpx.Response:

@@ -14,6 +14,8 @@ import pytest
 
 from tests.conftest import run_rag, synthetic_papers, write_jsonl
 
+pytestmark = pytest.mark.slow  # real faults and several processes: minutes, run by `make test-slow`
+
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:

@@ -30,9 +30,8 @@ def test_ingest_and_search_through_a_chroma_server(chroma_server: str, tmp_path:
     assert not (tmp_path / "data" / "chroma").exists()  # nothing went to the embedded store
 
 
-@pytest.mark.parametrize(
-    ("total", "kill_at"), [(300, 40), pytest.param(5000, 2500, marks=pytest.mark.slow, id="5000-half-way")]
-)
+@pytest.mark.parametrize(("total", "kill_at"), [(300, 40), pytest.param(5000, 2500, id="5000-half-way")])
+@pytest.mark.slow  # a kill test: the in-process resume is tests/test_ingest.py's
 def test_kill_9_mid_ingest_then_rerun_gives_exact_counts(
     chroma_server: str, tmp_path: Path, total: int, kill_at: int
 ) -> None:
@@ -71,7 +70,7 @@ def test_kill_9_mid_ingest_then_rerun_gives_exact_counts(
 
 def test_a_server_that_is_down_is_a_clear_error() -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    result = run_rag("stats", "--json", env={"RAG_CHROMA__SERVER_URL": url})
+    result = run_rag("stats", "--json", env={"RAG_CHROMA__SERVER_URL": url, "RAG_CHROMA__CONNECT_TIMEOUT_S": "1"})
     assert result.returncode == 1
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith(f"rag: error: Chroma server at {url} is not answering")

@@ -57,13 +57,6 @@ def test_the_softmax_question_streams_a_cited_answer_with_both_papers_in_the_sou
     assert re.fullmatch(r"#source-\d", citation) and panel.locator(citation).count() == 1
     SCREENSHOT.parent.mkdir(exist_ok=True)
     page.screenshot(path=str(SCREENSHOT), full_page=True)
-    # a follow-up uses the conversation; clear starts afresh
-    page.locator("#question textarea").fill("and which of them use kNN?")
-    page.locator("#question textarea").press("Enter")
-    expect(panel).to_contain_text(SOFTMAX_PAPERS[1], timeout=60_000)
-    expect(chat.locator(".message")).not_to_have_count(2, timeout=5_000)
-    page.locator("#clear").click()
-    expect(panel).to_contain_text("Sources appear here", timeout=10_000)
 
 
 def test_choosing_the_openai_provider_keeps_the_corpus(browser: Browser, app_server: App) -> None:
@@ -80,8 +73,16 @@ def test_choosing_the_openai_provider_keeps_the_corpus(browser: Browser, app_ser
         expect(panel).to_contain_text(paper, timeout=60_000)
     # the OpenAI server of this test app is down (port 9): the answer falls back to the evidence, and says why
     expect(page.locator("#notice")).to_contain_text("Evidence-only answer", timeout=120_000)
-    expect(page.locator("#chat")).not_to_contain_text("No corpus ingested")
+    chat = page.locator("#chat")
+    expect(chat).not_to_contain_text("No corpus ingested")
     expect(page.locator("#corpus-stats")).to_contain_text("231 papers")
+    # a follow-up uses the conversation; clear starts afresh
+    page.locator("#question textarea").fill("and which of them use kNN?")
+    page.locator("#question textarea").press("Enter")
+    expect(panel).to_contain_text(SOFTMAX_PAPERS[1], timeout=60_000)
+    expect(chat.locator(".message")).not_to_have_count(2, timeout=5_000)
+    page.locator("#clear").click()
+    expect(panel).to_contain_text("Sources appear here", timeout=10_000)
 
 
 def test_gradio_client_gets_the_same_answer_shape_as_the_cli(app_server: App) -> None:
@@ -102,13 +103,16 @@ def test_gradio_client_gets_the_same_answer_shape_as_the_cli(app_server: App) ->
     assert "the limit is 2,000" in str(chat[-1]["content"])  # a clear message in the chat, the app keeps serving
 
 
-def test_an_empty_store_says_how_to_ingest(browser: Browser, tmp_path: Path) -> None:
-    with rag_serve(tmp_path / "empty", tmp_path / "serve.log", RAG_LLM__PROVIDER="none") as app:
-        page = open_app(browser, app.url)
-        expect(page.locator("#corpus-stats")).to_contain_text("No corpus ingested", timeout=30_000)
-        page.locator("#question textarea").fill(SOFTMAX)
-        page.locator("#question textarea").press("Enter")
-        expect(page.locator("#chat")).to_contain_text("rag ingest", timeout=30_000)
+def test_an_empty_collection_says_how_to_ingest(browser: Browser, app_server: App) -> None:
+    page = open_app(browser, app_server.url)
+    page.get_by_text("Settings").click()
+    collection = page.get_by_label("Collection")
+    collection.fill("nothing-here")
+    collection.press("Enter")
+    expect(page.locator("#corpus-stats")).to_contain_text("No corpus ingested in collection", timeout=30_000)
+    page.locator("#question textarea").fill(SOFTMAX)
+    page.locator("#question textarea").press("Enter")
+    expect(page.locator("#chat")).to_contain_text("rag ingest", timeout=30_000)
 
 
 def test_ui_login_when_configured(tmp_path: Path, bundled_data: Path) -> None:
