@@ -15,7 +15,7 @@ from typing import Any
 from rag.chat_models import ChatModel, LLMUnavailable, Message
 from rag.evidence import Evidence, Source
 from rag.settings import Settings
-from rag.text import CITATION, count_tokens, split_sentences, strip_citations
+from rag.text import CITATION, cited_numbers, count_tokens, split_sentences, strip_citations
 
 # The prompt's own framing, which small models sometimes echo before answering: never part of an answer.
 _SCAFFOLD = re.compile(
@@ -168,7 +168,7 @@ def verify_sentence(sentence: str, valid: set[int]) -> tuple[str, tuple[int, ...
         return "".join(f"[{n}]" for n in numbers if n in valid)
 
     cleaned = re.sub(r"\s+(?=[.!?]?$)", "", CITATION.sub(keep, sentence)).strip()
-    return cleaned, tuple(int(n) for n in re.findall(r"\[(\d+)\]", cleaned))
+    return cleaned, tuple(cited_numbers(cleaned))
 
 
 def verified_stream(

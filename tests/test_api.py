@@ -22,7 +22,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from app.api import add_api
 from rag.assistant import Assistant, FifoLock, SerialModel
-from tests.conftest import API_KEY, App, make_settings
+from tests.conftest import API_KEY, App, make_settings, needs_local_model
 from tests.fakes import misbehaving_chat_server
 
 SOFTMAX = "Which papers discuss the softmax bottleneck?"
@@ -77,6 +77,7 @@ def test_sources_cover_every_relevant_paper(app_server: App) -> None:
     assert all(paper in titles for paper in SOFTMAX_PAPERS) and extra["refused"] is False
 
 
+@needs_local_model
 def test_the_stream_is_exactly_the_answer_from_the_local_model(app_server: App) -> None:
     """Same question, same seed: the streamed pieces add up to the non-streamed text, with the same extras."""
     api = client(app_server)
@@ -124,6 +125,7 @@ def local_api(bundled_data: Path, tmp_path_factory: pytest.TempPathFactory) -> I
         yield openai.OpenAI(base_url=f"{url}/v1", api_key="unused", timeout=300, max_retries=0), model.lock
 
 
+@needs_local_model
 def test_a_client_that_leaves_mid_stream_frees_the_model_at_once(local_api: tuple[openai.OpenAI, FifoLock]) -> None:
     """Closing the connection mid-answer closes that answer: the model is free for the next request within a token,
     not when the abandoned answer would have ended (or was garbage-collected)."""

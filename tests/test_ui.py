@@ -9,7 +9,7 @@ import pytest
 from gradio_client import Client
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.conftest import App, rag_serve
+from tests.conftest import App, needs_local_model, rag_serve
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -35,6 +35,7 @@ def open_app(browser: Browser, url: str) -> Page:
     return page
 
 
+@needs_local_model
 def test_the_softmax_question_streams_a_cited_answer_with_both_papers_in_the_sources(
     browser: Browser, app_server: App
 ) -> None:
