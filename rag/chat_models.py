@@ -55,6 +55,9 @@ class LocalChatModel:
         )
 
     def stream(self, messages: list[Message], max_tokens: int) -> Generator[str]:
+        # Evaluate every prompt from scratch: reusing the previous prompt's cached prefix changes the batch shapes, and
+        # with them the logits' last bits, so a repeated question could get another answer despite the fixed seed.
+        self._llama.reset()
         chunks: Any = self._llama.create_chat_completion(
             messages=messages,  # type: ignore[arg-type]
             max_tokens=max_tokens,

@@ -137,24 +137,30 @@ def test_a_client_that_leaves_mid_stream_frees_the_model_at_once(local_api: tupl
             return False
         return True
 
-    def first_sentence() -> tuple[openai.Stream[ChatCompletionChunk], float]:
+    def writing() -> tuple[openai.Stream[ChatCompletionChunk], float]:
+        """A streamed answer, once the model is writing it (the first chunk comes as soon as the evidence is ready;
+        however many sentences the answer has, the model is busy right after)."""
         started = time.monotonic()
         stream = api.chat.completions.create(model="rag", messages=[{"role": "user", "content": SOFTMAX}], stream=True)
-        next(chunk for chunk in stream if chunk.choices[0].delta.content)
+        next(iter(stream))
+        deadline = time.monotonic() + 30
+        while not busy():
+            assert time.monotonic() < deadline, "the model never started"
+            time.sleep(0.01)
         return stream, time.monotonic() - started
 
-    abandoned, first_s = first_sentence()
-    assert busy()  # the model is writing the rest of the answer
+    abandoned, first_s = writing()
     abandoned.close()
     left = time.monotonic()
     assert lock.acquire(timeout=60), "the model stayed busy with an answer nobody reads"
     free_s = time.monotonic() - left
     lock.release()
-    following, next_s = first_sentence()
-    assert busy()  # the next answer is the model's, not the busy-model fallback
+    following, next_s = writing()  # the next answer gets the model, not the busy-model fallback
     following.close()
-    print(f"first sentence {first_s:.1f} s; model free {free_s:.2f} s after the client left; next {next_s:.1f} s")
-    assert free_s < 5
+    print(f"model writing after {first_s:.1f} s; free {free_s:.2f} s after the client left; next {next_s:.1f} s")
+    # llama.cpp's prompt evaluation is one C call that cannot be interrupted, so the bound is the prefill still under
+    # way (a few seconds here), not the rest of the answer: without the close in a `finally` it stayed busy over 60 s.
+    assert free_s < 15
 
 
 def test_a_follow_up_uses_the_earlier_turns(app_server: App) -> None:
