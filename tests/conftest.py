@@ -25,14 +25,13 @@ from rag.settings import Settings
 RAG = str(Path(sys.executable).with_name("rag"))
 
 
-def _local_model_installed() -> bool:
+def local_model_installed() -> bool:
     settings = Settings()
     return model_path(settings.models_path, settings.llm.local_model).is_file()
 
 
-needs_local_model = pytest.mark.skipif(
-    not _local_model_installed(), reason="the bundled chat model is not installed: run `rag models install`"
-)
+LOCAL_MODEL_MISSING = "the bundled chat model is not installed: run `rag models install`"
+needs_local_model = pytest.mark.skipif(not local_model_installed(), reason=LOCAL_MODEL_MISSING)
 
 
 @pytest.fixture(autouse=True)

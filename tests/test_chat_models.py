@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from rag.model_files import model_path, verified_model
+from rag.model_files import verified_model
 from rag.settings import Settings
-from tests.conftest import cli, free_port, serving
+from tests.conftest import LOCAL_MODEL_MISSING, cli, free_port, local_model_installed, serving
 from tests.fakes import misbehaving_chat_server
 
 QUESTION = "How does KDEformer approximate attention?"
@@ -20,8 +20,8 @@ QUESTION = "How does KDEformer approximate attention?"
 
 @pytest.fixture(scope="module")
 def model_file() -> Path:
-    if not model_path(Settings().models_path, Settings().llm.local_model).is_file():
-        pytest.skip("the bundled chat model is not installed: run `rag models install`")
+    if not local_model_installed():
+        pytest.skip(LOCAL_MODEL_MISSING)
     return verified_model(Settings().models_path, Settings().llm.local_model)
 
 
