@@ -7,12 +7,16 @@ generation shows as Gradio's queue rather than a frozen page.
 """
 
 import html
+import re
+from collections.abc import Sequence
 from typing import Any
+from urllib.parse import quote
 
 import gradio as gr
 
-from rag.answer import Answer, Draft, EvidenceReady, Fallback, Final, Quotes, Sentence, final_answer
+from rag.answer import Answer, Draft, EvidenceReady, Fallback, Final, Quotes, Sentence, final_answer, paper_lines
 from rag.assistant import Assistant
+from rag.corpus import arxiv_id
 from rag.errors import BadInput, EmptyCollection, ServiceUnavailable
 from rag.evidence import Evidence, Source
 from rag.model_files import LOCAL_CHAT_MODELS
@@ -42,50 +46,108 @@ ChatMessages = list[dict[str, Any]]
 
 
 def chat_text(answer: Answer) -> str:
-    """What the chat shows: the synthesis and the titles it rests on (their quotes are in the panel beside it),
-    or, for an evidence-only answer, the evidence itself."""
+    """What the chat shows: the synthesis, then for a "which papers" question the answer's one line per paper, else
+    the titles it rests on (their quotes are in the panel beside it); for an evidence-only answer, the evidence."""
     if not answer.synthesis:
         return answer.text
+    if answer.evidence.lists_papers:
+        return f"{answer.synthesis}\n\n{paper_lines(answer.evidence)}"
     titles = "\n".join(f"[{source.n}] {source.title}" for source in answer.evidence.sources)
     return f"{answer.synthesis}\n\nSources:\n{titles}"
 
 
 def link_citations(text: str) -> str:
-    """Every [n] becomes a link to source n in the panel."""
+    """The text HTML-escaped (titles and model output are data), every [n] a link to source n in the panel."""
     return CITATION.sub(
         lambda match: "".join(
             f'<a class="rag-cite" href="#source-{n}">[{n}]</a>' for n in cited_numbers(match.group(0))
         ),
-        text,
+        html.escape(text),
     )
 
 
-def _highlighted(abstract: str, sentences: list[str]) -> str:
-    marked = html.escape(abstract)
+def _loose(sentence: str) -> re.Pattern[str]:
+    """A sentence as a pattern that ignores whitespace: the splitter strips it and joined chunks may differ in it."""
+    return re.compile(r"\s*".join(re.escape(char) for char in "".join(sentence.split())))
+
+
+def _highlighted(text: str, sentences: Sequence[str]) -> str:
+    """The text HTML-escaped with each of the sentences in it marked, found in order whatever their whitespace."""
+    spans: list[tuple[int, int]] = []
+    start = 0
     for sentence in sentences:
-        marked = marked.replace(html.escape(sentence), f"<mark>{html.escape(sentence)}</mark>")
-    return marked
+        if not sentence.strip():
+            continue
+        pattern = _loose(sentence)
+        if match := pattern.search(text, start) or pattern.search(text):
+            spans.append(match.span())
+            start = match.end()
+    parts, at = [], 0
+    for begin, end in sorted(spans):
+        if begin < at:  # overlaps a sentence already marked
+            continue
+        parts += [html.escape(text[at:begin]), f"<mark>{html.escape(text[begin:end])}</mark>"]
+        at = end
+    return "".join(parts) + html.escape(text[at:])
 
 
-def _source_card(source: Source, cited: bool) -> str:
+_DOI = re.compile(r"^(?:doi:\s*|https?://(?:dx\.)?doi\.org/)?(10\.\d{4,9}/\S+)$", re.IGNORECASE)
+
+
+def identifier_link(source: Source) -> tuple[str, str] | None:
+    """The paper's public identifier and its page — an arXiv id or a DOI, in its id or its URL field — if any."""
+    for value in (source.paper_id, source.url or ""):
+        if found := arxiv_id(value):
+            return f"arXiv {found}", f"https://arxiv.org/abs/{found}"
+        if match := _DOI.match(value.strip()):
+            return f"DOI {match.group(1)}", "https://doi.org/" + quote(match.group(1), safe="/")
+    return None
+
+
+def _link(href: str, text: str) -> str:
+    return f'<a href="{html.escape(href)}" target="_blank" rel="noopener">{text}</a>'
+
+
+def _card(source: Source, details: Sequence[str], quote_text: str, quoted: Sequence[str]) -> str:
+    """A paper as a reader identifies and checks it: its title (linked), authors, year and public identifier, the
+    ``details`` given, the quote with its ``quoted`` sentences marked, and the whole abstract with them marked. The
+    internal paper id (a title hash for most corpora) means nothing to a reader and is never shown."""
+    identifier = identifier_link(source)
     title = html.escape(source.title)
     if source.url and source.url.startswith(("http://", "https://")):
-        title = f'<a href="{html.escape(source.url)}" target="_blank" rel="noopener">{title}</a>'
-    state = "cited" if cited else "not cited by the model: shown as evidence"
-    quotes = "".join(f"<mark>{html.escape(sentence)}</mark> " for sentence in source.sentences)
+        title = _link(source.url, title)
+    elif identifier:
+        title = _link(identifier[1], title)
+    authors = ", ".join(source.authors[:3]) + (" et al." if len(source.authors) > 3 else "")
+    meta = [html.escape(authors)] if authors else []
+    meta += [str(source.year)] if source.year else []
+    meta += [_link(identifier[1], html.escape(identifier[0]))] if identifier else []
     abstract = ""
     if source.abstract:
-        full = _highlighted(source.abstract, source.sentences)
+        full = _highlighted(source.abstract, quoted)
         abstract = f"<details><summary>Full abstract</summary><p>{full}</p></details>"
     return (
         f'<div class="rag-source" id="source-{source.n}"><div><b>[{source.n}]</b> {title}</div>'
-        f'<div class="rag-muted">relevance {source.score:.2f} · {state} · {html.escape(source.paper_id)}</div>'
-        f"<blockquote>{quotes}</blockquote>{abstract}</div>"
+        f'<div class="rag-muted">{" · ".join([*meta, *details])}</div>'
+        f"<blockquote>{_highlighted(quote_text, quoted)}</blockquote>{abstract}</div>"
     )
 
 
+def _source_card(source: Source, cited: bool) -> str:
+    state = "cited" if cited else "not cited by the model: shown as evidence"
+    return _card(source, [f"relevance {source.score:.2f}", state], source.quote, source.sentences)
+
+
 def sources_panel(evidence: Evidence, cited: list[int] | None = None) -> str:
-    """The sources panel: numbered evidence, then what retrieval also found; for a refusal, the closest papers."""
+    """The sources panel: numbered evidence, then what retrieval also found. For a refusal: the papers on the topic
+    with their best sentence when they lack the asked fact, or the closest papers when the topic is not covered."""
+    if evidence.refusal == "not_stated":
+        heading = html.escape(f"On the topic, but not stating {evidence.not_stated}")
+        cards = "".join(
+            _card(s, [f"relevance {s.score:.2f}"], s.best or s.quote, [s.best] if s.best else s.sentences)
+            for s in evidence.nearest
+        )
+        return f'<div class="rag-sources"><h3>{heading}</h3>{cards}</div>'
     if evidence.refused:
         rows = "".join(
             f"<li>{html.escape(s.title)} <span class='rag-muted'>(relevance {s.score:.2f})</span></li>"
@@ -104,6 +166,11 @@ def sources_panel(evidence: Evidence, cited: list[int] | None = None) -> str:
 
 def notice_for(answer: Answer, provider: str) -> str:
     """Why an answer is not a model's synthesis, in one line; empty when it is."""
+    if answer.evidence.refusal == "not_stated":
+        return (
+            f"**Refused:** papers on this topic are in the corpus, but no abstract of theirs states "
+            f"{html.escape(answer.evidence.not_stated or '')}; they are listed as on the topic, not answering."
+        )
     if answer.evidence.refused:
         return (
             "**Refused:** no paper in the corpus passed the relevance gate for this question, so nothing is cited. "

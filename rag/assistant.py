@@ -3,7 +3,7 @@
 
 import threading
 from collections import deque
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from typing import Any
 
 from rag import keyword_index
@@ -60,11 +60,11 @@ class SerialModel:
         self.model, self.lock, self.wait_s = model, lock, wait_s
         self.name, self.context_tokens = model.name, model.context_tokens
 
-    def stream(self, messages: list[Message], max_tokens: int) -> Generator[str]:
+    def stream(self, messages: list[Message], max_tokens: int, stop: Sequence[str] = ()) -> Generator[str]:
         if not self.lock.acquire(timeout=self.wait_s):
             raise LLMUnavailable(f"the local model stayed busy with other requests for {self.wait_s:.0f} s")
         try:
-            yield from self.model.stream(messages, max_tokens)
+            yield from self.model.stream(messages, max_tokens, stop)
         finally:
             self.lock.release()
 

@@ -66,11 +66,7 @@ class Conversation:
         """The typed answer stream (:func:`rag.answer.answer_stream`) for a possibly follow-up question."""
         question = check_question(question, self.settings)
         evidence = self.finder.find(self.standalone(question), filters, candidates)
-
-        def attribute(claim: str) -> int | None:
-            return self.finder.supporting_source(claim, evidence)
-
-        for event in answer_stream(evidence, self.model, self.settings, attribute):
+        for event in answer_stream(evidence, self.model, self.settings, self.finder.support):
             if isinstance(event, Final):
                 self.history.append(question)
             yield event

@@ -7,10 +7,13 @@ Every failure — a missing or tampered model file, a server that is down, slow 
 """
 
 import os
-from collections.abc import Generator
-from typing import Any, Protocol
+from collections.abc import Generator, Iterator, Sequence
+from contextlib import contextmanager
+from functools import cached_property
+from typing import Any, Protocol, runtime_checkable
 
 import httpx
+import numpy as np
 
 from rag.errors import BadInput
 from rag.settings import Settings
@@ -22,13 +25,33 @@ class LLMUnavailable(RuntimeError):
     """The chat model could not produce (the rest of) an answer."""
 
 
+class LogprobsUnavailable(LLMUnavailable):
+    """The model answers, but gives no log-probabilities for its first token (a server without ``logprobs``): the
+    caller can still ask for a word."""
+
+
 class ChatModel(Protocol):
     name: str
     context_tokens: int
 
-    def stream(self, messages: list[Message], max_tokens: int) -> Generator[str]:
-        """Text pieces of the reply as they are generated; closing the generator stops the generation."""
+    def stream(self, messages: list[Message], max_tokens: int, stop: Sequence[str] = ()) -> Generator[str]:
+        """Text pieces of the reply as they are generated, ending before any ``stop`` string; closing the generator
+        stops the generation."""
         ...
+
+
+@runtime_checkable
+class ScoresOptions(Protocol):
+    def option_logprobs(self, messages: list[Message], options: Sequence[str]) -> dict[str, float]:
+        """Each one-word option's log-probability as the reply's first token (its spellings summed); raises
+        LogprobsUnavailable when the model gives none, LLMUnavailable when it cannot answer at all."""
+        ...
+
+
+def spellings(option: str) -> set[str]:
+    """How a one-word option can open a reply: "yes", "Yes", "YES", each also after a space."""
+    forms = {option, option.lower(), option.capitalize(), option.upper()}
+    return forms | {" " + form for form in forms}
 
 
 class LocalChatModel:
@@ -54,13 +77,14 @@ class LocalChatModel:
             verbose=False,
         )
 
-    def stream(self, messages: list[Message], max_tokens: int) -> Generator[str]:
+    def stream(self, messages: list[Message], max_tokens: int, stop: Sequence[str] = ()) -> Generator[str]:
         # Evaluate every prompt from scratch: reusing the previous prompt's cached prefix changes the batch shapes, and
         # with them the logits' last bits, so a repeated question could get another answer despite the fixed seed.
         self._llama.reset()
         chunks: Any = self._llama.create_chat_completion(
             messages=messages,  # type: ignore[arg-type]
             max_tokens=max_tokens,
+            stop=list(stop),
             temperature=self.temperature,
             seed=self.seed,  # per call: otherwise llama.cpp moves its seed on, and a repeated question changes answer
             stream=True,
@@ -69,6 +93,46 @@ class LocalChatModel:
             piece = chunk["choices"][0]["delta"].get("content")
             if piece:
                 yield piece
+
+    @cached_property
+    def _formatter(self) -> Any:
+        """The file's own chat template, as create_chat_completion applies it, so both see the same prompt."""
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        template = self._llama.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise LogprobsUnavailable(f"{self.name} has no chat template to score options with")
+
+        def text(token: int) -> str:
+            return self._llama.detokenize([token], special=True).decode(errors="ignore") if token != -1 else ""
+
+        return Jinja2ChatFormatter(template, text(self._llama.token_eos()), text(self._llama.token_bos()))
+
+    def option_logprobs(self, messages: list[Message], options: Sequence[str]) -> dict[str, float]:
+        """The next-token distribution after the chat-templated prompt, read for each option's one-token spellings.
+
+        Reset first, as :meth:`stream` does, so that a repeated prompt gets the same figures bit for bit.
+        """
+        import llama_cpp
+
+        tokens = self._llama.tokenize(self._formatter(messages=messages).prompt.encode(), add_bos=False, special=True)
+        if len(tokens) >= self.context_tokens:
+            raise LLMUnavailable(f"the prompt ({len(tokens)} tokens) does not fit the context ({self.context_tokens})")
+        self._llama.reset()
+        try:
+            self._llama.eval(tokens)
+        except RuntimeError as error:  # llama_decode failed
+            raise LLMUnavailable(f"{self.name} could not evaluate the prompt ({error})") from None
+        vocabulary = self._llama.n_vocab()
+        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._llama.ctx, -1), shape=(vocabulary,))
+        logprobs = logits.astype(np.float64) - np.logaddexp.reduce(logits.astype(np.float64))
+        scores = {}
+        for option in options:
+            pieces = [self._llama.tokenize(form.encode(), add_bos=False, special=False) for form in spellings(option)]
+            # spellings that are one token each: a longer one's first token ("MAY" of "MAYBE") is another word
+            ids = sorted({p[0] for p in pieces if len(p) == 1} or {min(pieces, key=len)[0]})
+            scores[option] = float(np.logaddexp.reduce(logprobs[ids]))
+        return scores
 
 
 class OpenAIChatModel:
@@ -89,18 +153,54 @@ class OpenAIChatModel:
         )
         self._where = settings.openai.base_url or "api.openai.com"
 
-    def stream(self, messages: list[Message], max_tokens: int) -> Generator[str]:
-        try:
+    def stream(self, messages: list[Message], max_tokens: int, stop: Sequence[str] = ()) -> Generator[str]:
+        with self._failures():
             response: Any = self._client.chat.completions.create(
                 model=self.name,
                 messages=messages,  # type: ignore[arg-type]
                 max_tokens=max_tokens,
+                stop=list(stop)[:4] or None,  # OpenAI takes at most four
                 temperature=self.temperature,
                 stream=True,
             )
             for chunk in response:
                 if chunk.choices and chunk.choices[0].delta.content:
                     yield chunk.choices[0].delta.content
+
+    def option_logprobs(self, messages: list[Message], options: Sequence[str]) -> dict[str, float]:
+        """Read from the first token's top 20 log-probabilities (the most the API gives). An option none of whose
+        spellings is listed gets the lowest listed figure: an upper bound on its own, and finite."""
+        with self._failures():
+            try:
+                response: Any = self._client.chat.completions.create(
+                    model=self.name,
+                    messages=messages,  # type: ignore[arg-type]
+                    max_tokens=1,
+                    temperature=0,
+                    logprobs=True,
+                    top_logprobs=20,
+                )
+            except (self._openai.BadRequestError, self._openai.UnprocessableEntityError) as error:
+                raise LogprobsUnavailable(
+                    f"the chat server at {self._where} refused a logprobs request (HTTP {error.status_code})"
+                ) from None
+            choice = response.choices[0] if response.choices else None
+            first = choice.logprobs.content[0] if choice and choice.logprobs and choice.logprobs.content else None
+            if first is None or not first.top_logprobs:
+                raise LogprobsUnavailable(f"the chat server at {self._where} returned no logprobs")
+            listed = [(top.token, top.logprob) for top in first.top_logprobs]
+        floor = min(logprob for _, logprob in listed)
+        scores = {}
+        for option in options:
+            found = [logprob for token, logprob in listed if token in spellings(option)]
+            scores[option] = float(np.logaddexp.reduce(found)) if found else floor
+        return scores
+
+    @contextmanager
+    def _failures(self) -> Iterator[None]:
+        """Every way a request can fail, as LLMUnavailable with a one-line reason."""
+        try:
+            yield
         except httpx.HTTPError as error:  # the connection broke while the reply was streaming
             raise LLMUnavailable(
                 f"the chat server at {self._where} stopped mid-answer ({type(error).__name__})"

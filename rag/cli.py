@@ -287,7 +287,10 @@ def print_sources(answer_json: dict[str, Any]) -> None:
         return
     click.echo("Sources:")
     for source in answer_json["sources"]:
-        click.echo(f"  [{source['n']}] {source['title']}  ({source['paper_id']}, relevance {source['score']:.2f})")
+        where = f"{source['year']}, {source['paper_id']}" if source["year"] else source["paper_id"]
+        click.echo(f"  [{source['n']}] {source['title']}  ({where}, relevance {source['score']:.2f})")
+    if answer_json["unsupported"]:
+        click.echo(f"Dropped as unsupported by the cited sources: {len(answer_json['unsupported'])} sentence(s)")
 
 
 @cli.command()
@@ -394,7 +397,7 @@ fresh_option = click.option("--fresh", is_flag=True, help="Ignore cached per-que
 
 
 @eval.command("run")
-@click.argument("suite", type=click.Choice(["dev", "scifact", "pubmedqa"]))
+@click.argument("suite", type=click.Choice(["dev", "heldout", "scifact", "pubmedqa"]))
 @click.option(
     "--out", type=click.Path(path_type=Path), default=None, help="Report folder (default: eval/reports/SUITE)."
 )

@@ -1,8 +1,9 @@
 """Hybrid retrieval: dense (Chroma) + BM25, fused, optionally reranked, grouped from chunks to papers."""
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
+from chromadb.api.types import Where
 from llama_index.core import VectorStoreIndex
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.base.embeddings.base import BaseEmbedding
@@ -103,6 +104,7 @@ class PaperRetriever:
         self.version = self.keywords.version
         self.bm25 = self.keywords.retriever
         self.embedder = embedder or build_embedder(settings, stored.info.embedder)  # the collection's own
+        self.collection = stored.collection
         self.index = VectorStoreIndex.from_vector_store(
             ChromaVectorStore(chroma_collection=stored.collection), embed_model=self.embedder
         )
@@ -148,6 +150,31 @@ class PaperRetriever:
         for reranker in self.rerankers:
             nodes = reranker.postprocess_nodes(nodes, query_bundle=QueryBundle(question))
         return group_by_paper(nodes, k)
+
+    def full_texts(self, hits: list[Hit]) -> dict[str, str]:
+        """Each hit's whole abstract: a hit carries its best chunk, so papers of several chunks are read back and
+        their chunks joined, the overlap between consecutive chunks removed."""
+        texts = {hit.paper_id: hit.text for hit in hits}
+        split = [hit.paper_id for hit in hits if int(hit.metadata.get("n_chunks", 1)) > 1]
+        if split:
+            rows = self.collection.get(
+                where=cast(Where, {"paper_id": {"$in": split}}), include=["documents", "metadatas"]
+            )
+            chunks: dict[str, list[tuple[int, str]]] = {}
+            for document, meta in zip(rows["documents"] or [], rows["metadatas"] or [], strict=True):
+                chunks.setdefault(str(meta["paper_id"]), []).append((int(str(meta.get("chunk", 0))), document))
+            for paper_id, parts in chunks.items():
+                texts[paper_id] = join_chunks([text for _, text in sorted(parts)])
+        return texts
+
+
+def join_chunks(chunks: list[str]) -> str:
+    """Consecutive chunks joined into the text they were cut from (each may begin with the previous one's end)."""
+    text = chunks[0] if chunks else ""
+    for chunk in chunks[1:]:
+        overlap = next((k for k in range(min(len(text), len(chunk)), 0, -1) if text.endswith(chunk[:k])), 0)
+        text += (" " if not overlap else "") + chunk[overlap:]
+    return text
 
 
 def group_by_paper(nodes: list[NodeWithScore], k: int) -> list[Hit]:

@@ -70,12 +70,16 @@ class RetrievalSettings(_Section):
 class AnswerSettings(_Section):
     candidates: int = Field(ge=1)
     max_sources: int = Field(ge=1)
+    max_topic_sources: int = Field(ge=1)
     evidence_tokens: int = Field(ge=1)
     gate_threshold: float = Field(ge=-1, le=1)
     gate_min_retrieval: float = Field(ge=0, le=1)
     gate_margin: float = Field(ge=0, le=2)
     gate_strong_match: float = Field(ge=-1, le=2)
+    gate_topic_margin: float = Field(ge=0, le=2)
+    gate_topic_min_retrieval: float = Field(ge=0, le=1)
     support_threshold: float = Field(ge=-1, le=1)
+    stated_threshold: float = Field(ge=-1, le=1)
     nearest_papers: int = Field(ge=0)
 
 
@@ -86,6 +90,9 @@ class ChatSettings(_Section):
 
 class PromptSettings(_Section):
     answer: str = Field(min_length=1)
+    topic: str = Field(min_length=1)
+    closing: str = Field(min_length=1)
+    topic_closing: str = Field(min_length=1)
     rewrite: str = Field(min_length=1)
 
 
@@ -107,6 +114,8 @@ class ServerSettings(_Section):
 class EvalSettings(_Section):
     benchmarks_dir: str
     reports_dir: str
+    verdict_prompt: str = Field(min_length=1)
+    verdict_evidence_tokens: int = Field(ge=1)
 
 
 class LimitSettings(_Section):

@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 
 class MisbehavingChatServer(BaseHTTPRequestHandler):
@@ -56,6 +57,59 @@ class _QuietServer(ThreadingHTTPServer):
 def misbehaving_chat_server() -> Iterator[str]:
     """A :class:`MisbehavingChatServer` on a free loopback port; yields its URL (append ``/MODE/v1``)."""
     server = _QuietServer(("127.0.0.1", 0), MisbehavingChatServer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+
+
+class VerdictChatServer(BaseHTTPRequestHandler):
+    """An OpenAI-compatible judge that writes "Yes" and, under ``/logprobs/``, also lists first-token log-probabilities
+    that favour "No" (under ``/plain/`` it lists none, as many servers do): which one a verdict followed shows which
+    judge made it. Every request body is kept in ``requests``."""
+
+    protocol_version = "HTTP/1.1"
+    requests: ClassVar[list[dict]] = []
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+        self.requests.append(body)
+        listed = self.path.startswith("/logprobs/") and body.get("logprobs")
+        top = [{"token": token, "logprob": logprob, "bytes": None}
+               for token, logprob in (("No", -0.3), ("Yes", -1.6), (" no", -3.2), ("Maybe", -4.0), ("The", -5.5))]  # fmt: skip
+        if body.get("stream"):
+            pieces = [{"id": "v", "object": "chat.completion.chunk", "created": 0, "model": body["model"],
+                       "choices": [{"index": 0, "delta": {"content": "Yes"}, "finish_reason": None}]}]  # fmt: skip
+            payload = "".join(f"data: {json.dumps(piece)}\n\n" for piece in pieces) + "data: [DONE]\n\n"
+            self._send(payload.encode(), "text/event-stream")
+            return
+        logprobs = (
+            {"content": [{"token": "No", "logprob": -0.3, "bytes": None, "top_logprobs": top}]} if listed else None
+        )
+        reply = {"id": "v", "object": "chat.completion", "created": 0, "model": body["model"],
+                 "choices": [{"index": 0, "message": {"role": "assistant", "content": "No" if listed else "Yes"},
+                              "finish_reason": "length", "logprobs": logprobs}]}  # fmt: skip
+        self._send(json.dumps(reply).encode(), "application/json")
+
+    def _send(self, data: bytes, kind: str) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def verdict_chat_server() -> Iterator[str]:
+    """A :class:`VerdictChatServer` on a free loopback port; yields its URL (append ``/logprobs/v1`` or
+    ``/plain/v1``)."""
+    VerdictChatServer.requests = []
+    server = _QuietServer(("127.0.0.1", 0), VerdictChatServer)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

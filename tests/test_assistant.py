@@ -2,7 +2,7 @@
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 
@@ -18,7 +18,7 @@ class GatedModel:
     def __init__(self) -> None:
         self.gate, self.running, self.most = threading.Event(), 0, 0
 
-    def stream(self, messages: list[Message], max_tokens: int) -> Iterator[str]:
+    def stream(self, messages: list[Message], max_tokens: int, stop: Sequence[str] = ()) -> Iterator[str]:
         self.running += 1
         self.most = max(self.most, self.running)
         self.gate.wait(10)

@@ -10,7 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 from rag.cli import cli
-from rag.eval.datasets import load_beir, load_question_set
+from rag.corpus import BUNDLED_CORPUS, normalise_title, read_corpus
+from rag.errors import BadInput
+from rag.eval.datasets import Question, load_beir, load_question_set
 from rag.eval.metrics import paper_metrics, retrieval_summary
 from rag.eval.suites import evaluate_retrieval
 from rag.evidence import admit
@@ -85,6 +87,9 @@ def test_the_gate_admits_by_threshold_margin_retrieval_and_strong_match() -> Non
     assert admit([(0.6, 1.0), (0.65, 0.5)], config) == [0]  # retrieval too far below the top, relevance not strong
     assert admit([(0.66, 1.0), (0.72, 0.5)], config) == [0, 1]  # a strong match is admitted however it was ranked
     assert admit([(0.6, 1.0), (0.6, 0.9), (0.6, 0.9)], config) == [0, 1]  # at most max_sources
+    # a "which papers" question takes every paper on its topic: a wider margin and retrieval ratio, its own limit
+    topic = config.model_copy(update={"gate_topic_margin": 0.2, "gate_topic_min_retrieval": 0.3})
+    assert admit([(0.6, 1.0), (0.45, 0.4), (0.38, 0.9), (0.5, 0.2)], topic, limit=12, topic=True) == [0, 1]
 
 
 def test_the_calibration_script_judges_settings_with_the_products_gate(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -107,7 +112,56 @@ def test_the_dev_set_follows_the_design_format() -> None:
     assert {q.type for q in questions} == {"topic", "fact", "method", "compare", "unanswerable"}
     assert all(bool(q.gold) != (q.type == "unanswerable") for q in questions)
     for line in DEV.read_text().splitlines():
-        assert set(json.loads(line)) == {"id", "question", "type", "gold_titles", "answer", "key_facts"}
+        fields = set(json.loads(line))
+        assert {"id", "question", "type", "gold_titles", "answer", "key_facts"} <= fields
+        assert fields <= {"id", "question", "type", "gold_titles", "answer", "key_facts", "near_miss", "about_titles"}
+
+
+NEAR_MISS = {"id": "n", "question": "q", "type": "unanswerable", "near_miss": True, "about_titles": ["Known Paper"]}
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        ({"type": "fact", "gold_titles": ["Known Paper"]}, "near_miss is only for unanswerable questions, not fact"),
+        ({"near_miss": "yes"}, "near_miss must be true or false"),
+        ({"about_titles": []}, "a near-miss question needs about_titles"),
+        ({"near_miss": False}, "about_titles is only for near-miss questions"),
+        ({"about_titles": "Known Paper"}, "about_titles must be a list of titles"),
+        ({"about_titles": ["Known Paper", "No Such Paper"]}, "about title not in the corpus: 'no such paper'"),
+    ],
+)
+def test_near_miss_fields_are_validated_with_file_and_line(
+    tmp_path: Path, change: dict[str, object], error: str
+) -> None:
+    plain = {"id": "u", "question": "Which papers fold proteins?", "type": "unanswerable"}
+    path = write_jsonl(tmp_path / "questions.jsonl", [plain, NEAR_MISS | change])
+    with pytest.raises(BadInput, match=error) as raised:
+        load_question_set(path, known_titles=["Known  paper"])
+    assert str(raised.value).startswith(f"{path}:2: ")
+
+
+def test_a_near_miss_line_loads_its_normalised_about_titles_into_the_digest(tmp_path: Path) -> None:
+    other = NEAR_MISS | {"id": "m", "about_titles": ["Another Paper"]}
+    path = write_jsonl(tmp_path / "questions.jsonl", [NEAR_MISS | {"about_titles": ["  KNOWN paper "]}, other])
+    near, moved = load_question_set(path, known_titles=["Known Paper", "Another Paper"])
+    assert (near.near_miss, near.about) == (True, frozenset({"known paper"}))
+    plain = Question("n", "q", "unanswerable", frozenset())
+    assert len({near.digest, moved.digest, plain.digest}) == 3  # a changed on-topic list is another question
+    plain_line = {"id": "n", "question": "q", "type": "unanswerable"}
+    assert load_question_set(write_jsonl(tmp_path / "plain.jsonl", [plain_line]))[0].digest == plain.digest
+
+
+@pytest.mark.parametrize("name", ["dev", "heldout"])
+def test_question_sets_keep_their_key_facts_and_near_miss_papers_in_the_corpus(name: str) -> None:
+    papers = {normalise_title(paper.title): paper for paper in read_corpus(BUNDLED_CORPUS)}
+    questions = load_question_set(PROJECT_DIR / "eval" / "datasets" / f"{name}.jsonl", papers)
+    for question in questions:  # a key fact the gold abstracts lack could never be found in a cited source
+        for fact in question.key_facts:
+            assert any(fact.lower() in papers[title].abstract.lower() for title in question.gold), (question.id, fact)
+    near_miss = [q for q in questions if q.near_miss]
+    assert len(near_miss) >= 14 and all(1 <= len(q.about) <= 3 for q in near_miss)
+    assert all(3 <= len(q.gold) <= 7 for q in questions if q.type == "topic" and q.id.startswith("heldout"))
 
 
 def test_beir_loader_reads_split_qrels_and_skips_a_header(tmp_path: Path) -> None:

@@ -152,7 +152,8 @@ def test_a_suite_writes_a_complete_report_and_resumes_from_its_cache(bundled_dat
     assert len(cache.read_text().splitlines()) == len(lines)
     # a changed setting invalidates the cache for the parts it shapes
     rankings = (out / "cache" / "retrieval-hybrid.jsonl").read_text()
-    changed = settings.model_copy(update={"answer": settings.answer.model_copy(update={"max_sources": 1})})
+    fewer = {"max_sources": 1, "max_topic_sources": 1}
+    changed = settings.model_copy(update={"answer": settings.answer.model_copy(update=fewer)})
     run_suite("dev", changed, out, ["none"], limit=5)
     assert all(len(json.loads(line)["answer"]["sources"]) <= 1 for line in cache.read_text().splitlines()[1:])
     assert (out / "cache" / "retrieval-hybrid.jsonl").read_text() == rankings  # the gate does not shape rankings
@@ -241,3 +242,146 @@ def test_the_code_version_follows_the_code_that_shapes_records(tmp_path: Path, m
     assert digest() == before  # presenting figures differently cannot change a record
     (copy / "evidence.py").write_text((copy / "evidence.py").read_text().replace("gate_margin", "gate_margin * 2", 1))
     assert digest() != before  # new gate code: every record computed with the old one is stale
+
+
+def paper(n: int, title: str, abstract: str, quoted: str) -> dict[str, object]:
+    return {"n": n, "paper_id": title, "title": title, "abstract": abstract, "evidence": [quoted]}
+
+
+def graded(
+    qid: str,
+    kind: str,
+    gold: set[str],
+    facts: tuple[str, ...],
+    sources: list[dict[str, object]],
+    cited: list[int],
+    text: str,
+    sentences: Sequence[Sentence] = (),
+    unsupported: Sequence[str] = (),
+) -> AnswerRecord:
+    by_n = {source["n"]: source for source in sources}
+    answer = {
+        "answer": text,
+        "citations": [by_n[n] for n in cited],
+        "sources": sources,
+        "refused": not sources,
+        "refusal": None if sources else "not_covered",
+        "nearest": [],
+        "notice": None,
+        "prompt_tokens": 300 if sentences or unsupported else 0,  # only an answer the model wrote prompted it
+        "unsupported": list(unsupported),
+    }
+    return AnswerRecord(Question(qid, "q", kind, frozenset(gold), facts), answer, list(sentences), 0.3, 1.0, 2.0)
+
+
+def test_evidence_answer_and_synthesis_are_scored_apart_so_the_model_shows() -> None:
+    sources = [
+        paper(1, "a", "We add sparse attention and reach 87.5% accuracy on WikiText-103.", "We add sparse attention."),
+        paper(2, "b", "A kernel that runs in linear time on an H100.", "A kernel that runs fast."),
+        paper(3, "x", "Unrelated work on 42 languages.", "Unrelated work."),
+    ]
+    written = [Sentence("a adds sparse attention for 87.5% on WikiText-103 [1].", (1,))]
+    topic = graded(
+        "t", "topic", {"a", "b", "c"}, ("sparse attention", "linear time"), sources, [1, 2, 3],
+        "a adds sparse attention [1]. Quotes: linear time [2] ...", written, ["An uncited claim."],
+    )  # fmt: skip
+    evidence_only = graded("f", "fact", {"c"}, ("dropout",), [paper(1, "c", "Dropout.", "dropout")], [1], "dropout")
+    scores = score_answers([topic, evidence_only])
+    # evidence: the admitted titles and what was quoted of them ("linear time" is in b's abstract, not its quote)
+    assert scores["evidence"]["citation_precision"] == pytest.approx((2 / 3 + 1) / 2, abs=1e-4)
+    assert scores["evidence"]["citation_recall"] == pytest.approx((2 / 3 + 1) / 2, abs=1e-4)
+    assert scores["evidence"]["key_fact_recall"] == pytest.approx((1 / 2 + 1) / 2, abs=1e-4)
+    # answer: the text the user reads carries both facts of the topic question
+    assert scores["key_fact_recall"] == pytest.approx((1 + 1) / 2, abs=1e-4)
+    assert scores["citation_recall"] == pytest.approx((2 / 3 + 1) / 2, abs=1e-4)
+    # synthesis: only the model's sentence, only in the answer that prompted it; it cites a alone
+    synthesis = scores["synthesis"]
+    assert synthesis["answers"] == 1 and synthesis["sentences"] == 1
+    assert synthesis["citation_precision"] == 1.0 and synthesis["citation_recall"] == pytest.approx(1 / 3, abs=1e-4)
+    assert synthesis["key_fact_recall"] == 0.5
+    assert synthesis["dropped_share"] == 0.5  # one verified, one dropped
+    assert synthesis["unsupported_terms"] == 0  # 87.5% and WikiText-103 are both in the abstract of a
+
+
+def test_a_number_or_name_from_a_source_the_sentence_does_not_cite_is_counted() -> None:
+    sources = [
+        paper(1, "a", "We add sparse attention to transformers.", "We add sparse attention."),
+        paper(2, "b", "Our model reaches 87.5% accuracy on WikiText-103.", "87.5% on WikiText-103."),
+    ]
+    # b's figures under a's number: every [n] is valid, but a's abstract states neither
+    borrowed = Sentence("Sparse attention reaches 87.5% accuracy on WikiText-103 [1].", (1,))
+    honest = Sentence("Our model reaches 87.5% accuracy on WikiText-103 [2].", (2,))
+    done = graded("t", "fact", {"a"}, (), sources, [1, 2], "", [borrowed, honest])
+    synthesis = score_answers([done])["synthesis"]
+    (found,) = synthesis["unsupported_term_sentences"]
+    assert found["id"] == "t" and found["sentence"] == borrowed.text and found["cited"] == [1]
+    assert any("87.5" in term for term in found["missing"]) and any("wikitext" in t.lower() for t in found["missing"])
+    assert synthesis["unsupported_terms"] == len(found["missing"]) >= 2
+
+
+def refused(qid: str, near_miss: bool, refusal: str | None, nearest: list[str], about: set[str]) -> AnswerRecord:
+    answer = {"answer": "The corpus does not state it.", "citations": [], "sources": [], "refused": refusal is not None,
+              "refusal": refusal, "nearest": [{"title": t} for t in nearest], "notice": None, "prompt_tokens": 0,
+              "unsupported": []}  # fmt: skip
+    question = Question(qid, "q", "unanswerable", frozenset(), near_miss=near_miss, about=frozenset(about))
+    return AnswerRecord(question, answer, [], 0.3, None, 0.3)
+
+
+def test_near_miss_questions_count_only_when_declined_as_not_stated() -> None:
+    records = [
+        refused("n1", True, "not_stated", ["Other", "On  Topic"], {"on topic"}),  # right, on-topic paper named
+        refused("n2", True, "not_covered", ["Other"], {"on topic"}),  # declined, but as "not covered"
+        refused("n3", True, None, [], {"on topic"}),  # answered: wrong
+        refused("u1", False, "not_covered", [], set()),  # plain unanswerable, declined
+        graded("a1", "fact", {"a"}, (), [paper(1, "a", "x", "x")], [1], "x"),  # answerable, answered
+        graded("a2", "fact", {"a"}, (), [], [], ""),  # answerable, refused: wrong
+    ]
+    scores = score_answers(records)
+    refusals = scores["refusals"]
+    assert refusals["near_miss"] == 3
+    assert refusals["not_stated_accuracy"] == pytest.approx(1 / 3, abs=1e-4)
+    assert refusals["nearest_on_topic"] == pytest.approx(1 / 3, abs=1e-4)  # titles are matched normalised
+    assert refusals["refusal_accuracy_near_miss"] == pytest.approx(2 / 3, abs=1e-4)
+    assert refusals["refusal_accuracy_unanswerable"] == 1.0
+    assert refusals["refusal_accuracy_answerable"] == 0.5
+    assert scores["refusal_accuracy"] == pytest.approx(4 / 6, abs=1e-4)
+
+
+def test_scores_are_broken_down_per_question_type() -> None:
+    records = [
+        graded("t1", "topic", {"a", "b"}, (), [paper(1, "a", "x", "x")], [1], "x"),
+        graded("t2", "topic", {"c", "d"}, (), [paper(1, "c", "x", "x"), paper(2, "d", "y", "y")], [1, 2], "x"),
+        graded("f1", "fact", {"e"}, ("fact",), [paper(1, "e", "x", "x")], [1], "no"),
+        refused("u1", False, "not_covered", [], set()),
+    ]
+    by_type = score_answers(records)["by_type"]
+    assert set(by_type) == {"topic", "fact", "unanswerable"}
+    assert by_type["topic"]["questions"] == 2
+    assert by_type["topic"]["answer"]["citation_recall"] == pytest.approx((1 / 2 + 1) / 2, abs=1e-4)
+    assert by_type["topic"]["evidence"]["citation_recall"] == pytest.approx((1 / 2 + 1) / 2, abs=1e-4)
+    assert by_type["fact"]["answer"]["citation_recall"] == 1.0 and by_type["fact"]["answer"]["key_fact_recall"] == 0
+    assert by_type["unanswerable"]["answer"]["citation_recall"] is None
+    assert by_type["unanswerable"]["answer"]["refusal_accuracy"] == 1.0
+    assert by_type["topic"]["synthesis"]["citation_recall"] is None  # no model was asked
+
+
+def test_the_answer_report_renders_each_group_the_near_miss_line_and_plots(tmp_path: Path) -> None:
+    from rag.eval.report import answer_plots, format_answers
+
+    sources = [paper(1, "a", "Sparse attention.", "Sparse attention.")]
+    invented = Sentence("Sparse attention cuts cost by 73% on TPUv9 [1].", (1,))
+    records = [
+        graded("t1", "topic", {"a", "b"}, ("sparse",), sources, [1], "Sparse attention [1].", [invented]),
+        refused("n1", True, "not_stated", ["a"], {"a"}),
+    ]
+    report = {"local": score_answers(records) | {"model": "tiny"}, "openai": {"skipped": "no server"}}
+    text = format_answers(report)
+    for heading in ("### Evidence", "### Answer", "### Synthesis", "### Per question type"):
+        assert heading in text
+    assert "| local | topic | 1 | 0.5 |" in text  # evidence recall of the topic question: a of a, b
+    assert '- local: near-miss questions (1) answered "not stated" 1,' in text
+    assert "`t1`" in text and "TPUv9" in text  # the invented name is listed with its question
+    assert "openai: skipped (no server)" in text
+    written = answer_plots("unit", {"local": report["local"]}, tmp_path)
+    assert {path.name for path in written} == {"citation_recall_by_type.png", "refusals.png"}
+    assert all(path.stat().st_size > 5000 for path in written)

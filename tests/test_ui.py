@@ -3,12 +3,16 @@
 import re
 import shutil
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from gradio_client import Client
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from app.ui import chat_text, link_citations, sources_panel
+from rag.answer import Answer, Sentence
+from rag.evidence import Evidence, Source
 from tests.conftest import App, needs_local_model, rag_serve
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -17,6 +21,13 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "ui-softmax.png"
 SOFTMAX = "Which papers discuss the softmax bottleneck?"
 SOFTMAX_PAPERS = ("Why do small language models underperform?", "On Retrieval Augmentation and the Limitations")
+TITLE_ID = re.compile(r"\bt-[0-9a-f]{16}\b")  # the internal id of a paper without one of its own (a title hash)
+ABSTRACT = [
+    "Attention costs quadratic time in the sequence length.",
+    "Prior work approximates it with low-rank projections.",
+    "We sample keys by kernel density estimation, e.g. with random features.",
+    "On long-range benchmarks the method is 4x faster at equal accuracy.",
+]
 
 
 @pytest.fixture(scope="module")
@@ -50,10 +61,12 @@ def test_the_softmax_question_streams_a_cited_answer_with_both_papers_in_the_sou
     # the model's words show token by token as a draft until their sentence is verified ...
     expect(chat.locator(".rag-draft").first).to_be_attached(timeout=120_000)
     expect(chat.locator("a.rag-cite").first).to_be_visible(timeout=180_000)
-    expect(chat).to_contain_text(re.compile("Sources:|Evidence:"), timeout=180_000)  # the answer is complete
+    # the answer is complete: a "which papers" answer ends with one line per paper
+    expect(chat).to_contain_text(re.compile(r"Papers \(\d+\):"), timeout=180_000)
     expect(chat.locator(".rag-draft")).to_have_count(0)  # ... and no draft outlives the answer
     assert re.search(r"\[\d\]", chat.inner_text())
     expect(page.locator("#question textarea")).to_have_value("")
+    assert not TITLE_ID.search(panel.inner_text())  # cards name papers by title, never by internal id
     citation = chat.locator("a.rag-cite").first.get_attribute("href") or ""
     assert re.fullmatch(r"#source-\d", citation) and panel.locator(citation).count() == 1
     SCREENSHOT.parent.mkdir(exist_ok=True)
@@ -98,6 +111,7 @@ def test_gradio_client_gets_the_same_answer_shape_as_the_cli(app_server: App) ->
     box, chat, panel, notice = client.predict(SOFTMAX, [], 8, "none", "qwen2.5-coder-0.5b", "papers", api_name="/chat")
     assert box == "" and chat[-1]["role"] == "assistant" and 'href="#source-1"' in str(chat[-1]["content"])
     assert all(paper in panel for paper in SOFTMAX_PAPERS) and "Evidence-only" in notice
+    assert not TITLE_ID.search(panel)
     box, chat, *_ = client.predict("  ", [], 8, "none", "qwen2.5-coder-0.5b", "papers", api_name="/chat")
     assert chat == []
     _, chat, *_ = client.predict("x" * 100_000, [], 8, "none", "qwen2.5-coder-0.5b", "papers", api_name="/chat")
@@ -127,3 +141,105 @@ def test_ui_login_when_configured(tmp_path: Path, bundled_data: Path) -> None:
         )
         assert payload["citations"]
         assert "s3cret-pw" not in app.log.read_text()
+
+
+def paper(n: int = 1, quoted: tuple[int, ...] = (0, 2), **fields: object) -> Source:
+    """A source over ABSTRACT quoting the sentences at ``quoted``, as the evidence finder builds one."""
+    values: dict = {
+        "n": n, "paper_id": "t-2c27aa0b1c2d3e4f", "title": "Kernel density attention", "score": 0.81,
+        "sentences": [ABSTRACT[i] for i in quoted], "positions": list(quoted), "abstract": " ".join(ABSTRACT),
+        "authors": ("Ann Lee", "Bo Chen", "Cy Diaz", "Dee Eng"), "year": 2023, "best": ABSTRACT[quoted[0]],
+    }  # fmt: skip
+    return Source(**(values | fields))
+
+
+def test_a_source_card_names_authors_and_year_links_the_paper_and_never_shows_the_internal_id() -> None:
+    panel = sources_panel(Evidence("q", [paper(url="https://example.org/kda")], []))
+    assert not TITLE_ID.search(panel) and "t-2c27" not in panel
+    assert "Ann Lee, Bo Chen, Cy Diaz et al." in panel and "Dee Eng" not in panel and "2023" in panel
+    assert '<a href="https://example.org/kda" target="_blank" rel="noopener">Kernel density attention</a>' in panel
+    two = sources_panel(Evidence("q", [paper(authors=("Ann Lee", "Bo Chen"))], []))
+    assert "Ann Lee, Bo Chen ·" in two and "et al." not in two
+
+
+@pytest.mark.parametrize(
+    ("fields", "href", "label"),
+    [
+        ({"paper_id": "arxiv:2401.01234"}, "https://arxiv.org/abs/2401.01234", "arXiv 2401.01234"),
+        ({"url": "arXiv:2401.01234v2"}, "https://arxiv.org/abs/2401.01234", "arXiv 2401.01234"),
+        (
+            {"paper_id": "10.1145/3442188.3445922"},
+            "https://doi.org/10.1145/3442188.3445922",
+            "DOI 10.1145/3442188.3445922",
+        ),
+        ({"url": "doi:10.1000/xyz<1>"}, "https://doi.org/10.1000/xyz%3C1%3E", "DOI 10.1000/xyz&lt;1&gt;"),
+    ],
+)
+def test_an_arxiv_id_or_a_doi_links_to_its_page(fields: dict, href: str, label: str) -> None:
+    panel = sources_panel(Evidence("q", [paper(**fields)], []))
+    assert f'<a href="{href}" target="_blank" rel="noopener">Kernel density attention</a>' in panel
+    assert label in panel
+
+
+def test_a_url_that_is_not_http_is_not_linked() -> None:
+    panel = sources_panel(Evidence("q", [paper(url="javascript:alert(1)")], []))
+    assert "javascript:" not in panel and "<a " not in panel
+
+
+def test_quotes_follow_the_abstract_with_an_ellipsis_where_sentences_are_skipped() -> None:
+    skipped = sources_panel(Evidence("q", [paper(quoted=(0, 2, 3))], []))
+    quote = skipped.split("<blockquote>")[1].split("</blockquote>")[0]
+    assert quote == f"<mark>{ABSTRACT[0]}</mark> … <mark>{ABSTRACT[2]}</mark> <mark>{ABSTRACT[3]}</mark>"
+    adjacent = sources_panel(Evidence("q", [paper(quoted=(1, 2))], []))
+    assert "…" not in adjacent.split("<blockquote>")[1].split("</blockquote>")[0]
+
+
+def test_the_full_abstract_is_whole_with_the_quotes_marked_whatever_their_whitespace() -> None:
+    abstract = "  ".join(ABSTRACT[:2]) + "\n" + ABSTRACT[2].replace("e.g. with", "e.g.\nwith") + " " + ABSTRACT[3]
+    panel = sources_panel(Evidence("q", [paper(abstract=abstract)], []))
+    full = panel.split("<summary>Full abstract</summary><p>")[1].split("</p>")[0]
+    assert full.replace("<mark>", "").replace("</mark>", "") == abstract  # nothing cut, nothing added
+    assert full.count("<mark>") == 2 and f"<mark>{ABSTRACT[0]}</mark>" in full
+    assert "<mark>" + ABSTRACT[2].replace("e.g. with", "e.g.\nwith") + "</mark>" in full
+
+
+def test_a_not_stated_refusal_shows_the_papers_on_the_topic_apart_from_a_topic_not_covered() -> None:
+    on_topic = [paper(1, quoted=(3,)), paper(2, quoted=(0,), title="Sparse attention", authors=("Ann Lee",))]
+    panel = sources_panel(Evidence("What batch size?", [], on_topic, not_stated="the batch size"))
+    assert "<h3>On the topic, but not stating the batch size</h3>" in panel and "Closest papers" not in panel
+    assert 'id="source-1"' in panel and 'id="source-2"' in panel  # the refusal's [1] and [2] lead here
+    assert "Ann Lee, Bo Chen, Cy Diaz et al. · 2023" in panel and f"<mark>{ABSTRACT[3]}</mark>" in panel
+    assert "Sparse attention" in panel and not TITLE_ID.search(panel)
+    covered = sources_panel(Evidence("What about proteins?", [], on_topic))
+    assert "<h3>Closest papers, not answering</h3>" in covered and "not stating" not in covered
+
+
+def test_a_which_papers_answer_shows_the_synthesis_then_one_line_per_paper_with_links() -> None:
+    sources = [paper(1, quoted=(2,)), paper(2, quoted=(3,), title="Fast attention", year=None)]
+    evidence = Evidence("Which papers speed up attention?", sources, [], lists_papers=True)
+    synthesis = Sentence("Both approximate attention to save time [1][2].", (1, 2))
+    text = chat_text(Answer(evidence.question, evidence, "(the stream's text)", [synthesis], [1, 2]))
+    assert text == (
+        f"{synthesis.text}\n\nPapers (2):\n[1] Kernel density attention (2023): {ABSTRACT[2]}\n"
+        f"[2] Fast attention: {ABSTRACT[3]}"
+    )
+    linked = link_citations(text)
+    assert linked.count('href="#source-1"') == 2 and linked.count('href="#source-2"') == 2
+    plain = chat_text(Answer("q", replace(evidence, lists_papers=False), "", [synthesis], [1, 2]))
+    assert "Sources:\n[1] Kernel density attention\n[2] Fast attention" in plain
+
+
+def test_hostile_titles_abstracts_and_answers_are_escaped() -> None:
+    script = "<script>alert(1)</script>"
+    hostile = paper(
+        title=f'A "title" {script}', sentences=[f"Claim {script} here."], positions=[0],
+        abstract=f"Claim {script} here. More.", authors=("<img src=x onerror=alert(1)>",), url='https://x.org/"><b>',
+    )  # fmt: skip
+    for panel in (
+        sources_panel(Evidence("q", [hostile], [])),
+        sources_panel(Evidence("q", [], [hostile], not_stated=script)),
+        sources_panel(Evidence("q", [], [hostile])),
+    ):
+        assert "<script>" not in panel and "<img" not in panel and '"><b>' not in panel
+    linked = link_citations(f"{script} [1]")
+    assert "<script>" not in linked and "&lt;script&gt;" in linked and 'href="#source-1"' in linked

@@ -21,11 +21,15 @@ class Question:
     type: str
     gold: frozenset[str]  # normalised titles (question sets) or document ids (BEIR)
     key_facts: tuple[str, ...] = ()
+    near_miss: bool = False
+    about: frozenset[str] = frozenset()
 
     @cached_property
     def digest(self) -> str:
         """What a cached record of this question was computed for: a reworded question or changed gold is another."""
-        content = [self.text, sorted(self.gold), self.type, list(self.key_facts)]
+        content: list[object] = [self.text, sorted(self.gold), self.type, list(self.key_facts)]
+        if self.near_miss or self.about:  # only then, so records cached for other questions stay valid
+            content += [self.near_miss, sorted(self.about)]
         return hashlib.sha256(json.dumps(content).encode()).hexdigest()[:16]
 
 
@@ -33,7 +37,8 @@ def load_question_set(path: Path, known_titles: Iterable[str] | None = None) -> 
     """A question set in DESIGN's format, validated: every error names the file and line.
 
     Checks: JSON with an id and a question, unique ids, a known type, gold titles for answerable questions and
-    none for unanswerable ones, key facts as strings — and, given the corpus titles, every gold title in it.
+    none for unanswerable ones, key facts as strings, ``near_miss`` (a boolean) only on unanswerable questions and
+    ``about_titles`` only on near-miss ones — and, given the corpus titles, every gold and about title in it.
     """
     known = {normalise_title(title) for title in known_titles} if known_titles is not None else None
     questions: list[Question] = []
@@ -51,9 +56,13 @@ def load_question_set(path: Path, known_titles: Iterable[str] | None = None) -> 
                     type=record.get("type", "topic"),
                     gold=frozenset(normalise_title(title) for title in record.get("gold_titles", [])),
                     key_facts=tuple(record.get("key_facts", [])),
+                    near_miss=record.get("near_miss", False),
+                    about=frozenset(normalise_title(title) for title in record.get("about_titles", [])),
                 )
             except (ValueError, KeyError, TypeError, AttributeError):
                 raise BadInput(f"{where}: not a question-set line (needs id, question)") from None
+            if not isinstance(record.get("about_titles", []), list):
+                raise BadInput(f"{where}: about_titles must be a list of titles")
             if question.id in seen:
                 raise BadInput(f"{where}: duplicate id {question.id!r}")
             if question.type not in QUESTION_TYPES:
@@ -63,8 +72,18 @@ def load_question_set(path: Path, known_titles: Iterable[str] | None = None) -> 
                 raise BadInput(f"{where}: a {question.type} question needs {need}")
             if not all(isinstance(fact, str) and fact for fact in question.key_facts):
                 raise BadInput(f"{where}: key_facts must be non-empty strings")
+            if not isinstance(question.near_miss, bool):
+                raise BadInput(f"{where}: near_miss must be true or false")
+            if question.near_miss and question.type != "unanswerable":
+                raise BadInput(f"{where}: near_miss is only for unanswerable questions, not {question.type}")
+            if question.near_miss and not question.about:
+                raise BadInput(f"{where}: a near-miss question needs about_titles (its on-topic papers)")
+            if question.about and not question.near_miss:
+                raise BadInput(f"{where}: about_titles is only for near-miss questions (needs near_miss: true)")
             if known is not None and (unknown := sorted(question.gold - known)):
                 raise BadInput(f"{where}: gold title not in the corpus: {unknown[0]!r}")
+            if known is not None and (unknown := sorted(question.about - known)):
+                raise BadInput(f"{where}: about title not in the corpus: {unknown[0]!r}")
             seen.add(question.id)
             questions.append(question)
     if not questions:
@@ -96,10 +115,12 @@ def load_beir(folder: Path, split: str) -> list[Question]:
     return questions
 
 
-def load_yes_no_maybe(folder: Path) -> dict[str, str]:
-    """PubMedQA's gold answers (yes / no / maybe) by question id, from the folder's ``qa_test.jsonl``."""
+def load_yes_no_maybe(folder: Path, split: str = "test") -> dict[str, str]:
+    """PubMedQA's gold answers (yes / no / maybe) by question id, from the folder's ``qa_<split>.jsonl``."""
     labels = {}
-    for line in (folder / "qa_test.jsonl").read_text(encoding="utf-8").splitlines():
-        record = json.loads(line)
-        labels[str(record["id"])] = record["answer"]
+    with (folder / f"qa_{split}.jsonl").open(encoding="utf-8") as handle:  # by "\n" only: texts hold U+0085
+        for line in handle:
+            if line.strip():
+                record = json.loads(line)
+                labels[str(record["id"])] = record["answer"]
     return labels

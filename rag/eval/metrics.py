@@ -6,6 +6,12 @@ paper in the top k (0 without one); nDCG@k is the top k's DCG (gain 1 / log2(ran
 an ideal ranking. Answer metrics follow DESIGN's question-set section: citation precision (cited papers that are
 gold), citation recall (gold papers cited), key-fact recall (case-insensitive containment), refusal accuracy
 (refused ⇔ unanswerable); PubMedQA is scored by accuracy and macro-F1 over yes / no / maybe.
+
+Answers are scored three ways, because the evidence block appended to every answer cites each admitted paper and
+carries its key facts, so the answer as a whole cannot tell one model from another (or from none): *evidence* (the
+admitted sources and their quoted sentences: the gate), *answer* (the text and citations the user sees) and
+*synthesis* (the model's own verified sentences only: the citations it wrote, the key facts in its words, what was
+dropped as unsupported, and numbers or names no cited source contains).
 """
 
 import math
@@ -18,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from rag.corpus import normalise_title
 from rag.eval.datasets import Question
 from rag.text import CITATION
 
@@ -111,33 +118,149 @@ class AnswerRecord:
     total_s: float
 
 
-def _mean(values: list[float]) -> float | None:
-    return round(statistics.fmean(values), 4) if values else None
+def _mean(values: Sequence[float | None]) -> float | None:
+    """The mean of the values that apply (None: the metric does not apply to that question)."""
+    kept = [value for value in values if value is not None]
+    return round(statistics.fmean(kept), 4) if kept else None
 
 
 def _p50(values: list[float], digits: int = 2) -> float | None:
     return round(percentile(values, 50), digits) if values else None
 
 
-def score_answers(records: list[AnswerRecord]) -> dict[str, Any]:
-    """Citation precision/recall, key-fact recall, refusal accuracy, grounding and latency medians."""
-    from rag.corpus import normalise_title
+GROUPS = ("evidence", "answer", "synthesis")
+CITATION_METRICS = ("citation_precision", "citation_recall", "key_fact_recall")
+Scores = dict[str, float | None]
 
-    precision, recall, facts = [], [], []
-    for record in records:
-        gold, answer = record.question.gold, record.answer
-        cited = {normalise_title(c["title"]) for c in answer["citations"]}
-        if gold:
-            precision.append(citation_precision(cited, gold))
-            recall.append(citation_recall(cited, gold))
-            facts.append(key_fact_recall(answer["answer"], record.question.key_facts))
+
+def titles(entries: Sequence[dict[str, Any]]) -> set[str]:
+    return {normalise_title(entry["title"]) for entry in entries}
+
+
+def quoted_text(sources: Sequence[dict[str, Any]]) -> str:
+    """What the evidence block shows of each admitted source: its title and quoted sentences."""
+    return " ".join(f"{s['title']}. {' '.join(s['evidence'])}" for s in sources)
+
+
+def written_citations(sentences: Sequence["Sentence"], sources: Sequence[dict[str, Any]]) -> set[str]:
+    """The titles the model's own verified sentences cite ([n] mapped through the answer's sources)."""
+    by_n = {source["n"]: source["title"] for source in sources}
+    return {normalise_title(by_n[n]) for sentence in sentences for n in sentence.cited if n in by_n}
+
+
+def unsupported_terms(sentences: Sequence["Sentence"], sources: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each synthesis sentence with the numbers and names that none of the sources it cites contains (title and
+    full abstract): an invented figure under a valid [n]. Sentences with none are left out."""
+    from rag.support import missing_terms
+
+    by_n = {source["n"]: source for source in sources}
+    found = []
+    for sentence in sentences:
+        cited = [by_n[n] for n in sentence.cited if n in by_n]
+        texts = [f"{source['title']}. {source['abstract']}" for source in cited]
+        if missing := missing_terms(sentence.text, texts):
+            found.append({"sentence": sentence.text, "cited": list(sentence.cited), "missing": missing})
+    return found
+
+
+def model_asked(record: AnswerRecord) -> bool:
+    """The model was prompted for this answer (a refusal or an evidence-only mode prompts none)."""
+    return bool(record.answer["prompt_tokens"])
+
+
+def question_scores(record: AnswerRecord) -> dict[str, Scores]:
+    """One answer's metrics per group; None where a metric does not apply (no gold papers, no key facts, no
+    citation to judge, or — for the synthesis — no model asked)."""
+    question, answer = record.question, record.answer
+    gold, facts = question.gold, question.key_facts
+    answerable = bool(gold)
+    refusal = float(refusal_correct(answer["refused"], answerable))
+
+    def citations(cited: set[str], text: str) -> Scores:
+        if not answerable:
+            return dict.fromkeys(CITATION_METRICS)
+        return {
+            "citation_precision": citation_precision(cited, gold),
+            "citation_recall": citation_recall(cited, gold),
+            "key_fact_recall": key_fact_recall(text, facts),
+        }
+
+    sources = answer["sources"]
+    synthesis = " ".join(sentence.text for sentence in record.sentences)
+    return {
+        "evidence": citations(titles(sources), quoted_text(sources)) | {"refusal_accuracy": refusal},
+        "answer": citations(titles(answer["citations"]), answer["answer"]) | {"refusal_accuracy": refusal},
+        "synthesis": citations(written_citations(record.sentences, sources), synthesis)
+        if model_asked(record)
+        else dict.fromkeys(CITATION_METRICS),
+    }
+
+
+def group_means(rows: Sequence[dict[str, Scores]], group: str) -> Scores:
+    return {metric: _mean([row[group][metric] for row in rows]) for metric in rows[0][group]} if rows else {}
+
+
+def synthesis_scores(records: Sequence[AnswerRecord], rows: Sequence[dict[str, Scores]]) -> dict[str, Any]:
+    """The model's own verified sentences: cited titles, key facts, the share dropped as unsupported, and every
+    number or name no cited source contains (the target is none)."""
+    asked = [record for record in records if model_asked(record)]
+    verified = sum(len(record.sentences) for record in asked)
+    dropped = sum(len(record.answer["unsupported"]) for record in asked)
+    invented = [
+        {"id": record.question.id} | found
+        for record in asked
+        for found in unsupported_terms(record.sentences, record.answer["sources"])
+    ]
+    return group_means(rows, "synthesis") | {
+        "answers": len(asked),
+        "sentences": verified,
+        "dropped_share": round(dropped / (verified + dropped), 4) if verified + dropped else None,
+        "unsupported_terms": sum(len(found["missing"]) for found in invented) if asked else None,
+        "unsupported_term_sentences": invented,
+    }
+
+
+def refusal_scores(records: Sequence[AnswerRecord]) -> dict[str, Any]:
+    """Refusal accuracy split three ways, and how near-miss questions (on-topic papers, the asked fact in no
+    abstract) are declined: as "not stated", with one of the on-topic papers among the nearest."""
+    near = [r for r in records if r.question.near_miss]
+    plain = [r for r in records if not r.question.gold and not r.question.near_miss]
+    answerable = [r for r in records if r.question.gold]
+
+    def accuracy(group: list[AnswerRecord]) -> float | None:
+        return _mean([refusal_correct(r.answer["refused"], bool(r.question.gold)) for r in group])
+
+    return {
+        "near_miss": len(near),
+        "not_stated_accuracy": _mean([r.answer["refused"] and r.answer["refusal"] == "not_stated" for r in near]),
+        "nearest_on_topic": _mean([bool(titles(r.answer["nearest"]) & r.question.about) for r in near]),
+        "refusal_accuracy_near_miss": accuracy(near),
+        "refusal_accuracy_unanswerable": accuracy(plain),
+        "refusal_accuracy_answerable": accuracy(answerable),
+    }
+
+
+def by_type_scores(records: Sequence[AnswerRecord], rows: Sequence[dict[str, Scores]]) -> dict[str, Any]:
+    """Each question type's metrics per group (unanswerable types have only refusal accuracy)."""
+    kinds: dict[str, list[dict[str, Scores]]] = defaultdict(list)
+    for record, row in zip(records, rows, strict=True):
+        kinds[record.question.type].append(row)
+    return {
+        kind: {"questions": len(group), **{name: group_means(group, name) for name in GROUPS}}
+        for kind, group in sorted(kinds.items())
+    }
+
+
+def score_answers(records: list[AnswerRecord]) -> dict[str, Any]:
+    """An answer mode's scores. The top-level citation precision/recall, key-fact recall and refusal accuracy are
+    the answer as the user sees it (its text and citations), the keys older reports compare; ``evidence`` scores what
+    the gate admitted and quoted; ``synthesis`` only the model's own verified sentences; ``refusals`` splits refusal
+    accuracy and scores near-miss questions; ``by_type`` breaks the three groups down per question type."""
+    rows = [question_scores(record) for record in records]
     answered = [r for r in records if not r.answer["refused"]]
     return {
         "questions": len(records),
-        "citation_precision": _mean([p for p in precision if p is not None]),
-        "citation_recall": _mean([r for r in recall if r is not None]),
-        "key_fact_recall": _mean([f for f in facts if f is not None]),
-        "refusal_accuracy": _mean([refusal_correct(r.answer["refused"], bool(r.question.gold)) for r in records]),
+        **group_means(rows, "answer"),
         "evidence_s_p50": _p50([r.evidence_s for r in records]),
         "first_token_s_p50": _p50([r.first_token_s for r in answered if r.first_token_s is not None]),
         "answer_s_p50": _p50([r.total_s for r in answered]),
@@ -147,6 +270,10 @@ def score_answers(records: list[AnswerRecord]) -> dict[str, Any]:
         "synthesis_rate": _mean([bool(r.sentences) for r in answered]),
         "unsupported_sentences": sum(len(r.answer["unsupported"]) for r in records),
         **citation_support(records),
+        "evidence": group_means(rows, "evidence"),
+        "synthesis": synthesis_scores(records, rows),
+        "refusals": refusal_scores(records),
+        "by_type": by_type_scores(records, rows),
     }
 
 

@@ -13,12 +13,14 @@ import json
 import platform
 import re
 import time
+from collections import Counter
 from collections.abc import Callable
 from functools import cache, partial
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from pydantic import BaseModel
 from tqdm import tqdm
 
@@ -27,6 +29,7 @@ from rag.errors import BadInput
 from rag.eval.datasets import Question
 from rag.eval.metrics import (
     DEPTH,
+    YES_NO_MAYBE,
     AnswerRecord,
     percentile,
     retrieval_summary,
@@ -186,11 +189,7 @@ def answer_one(question: Question, finder: "EvidenceFinder", model: "ChatModel |
     evidence_s = time.perf_counter() - started
     first: float | None = None
     answer: Answer | None = None
-
-    def attribute(claim: str) -> int | None:
-        return finder.supporting_source(claim, evidence)
-
-    for event in answer_stream(evidence, model, settings, attribute):
+    for event in answer_stream(evidence, model, settings, finder.support):
         match event:
             case Sentence() | Fallback() if first is None:
                 first = time.perf_counter() - started
@@ -214,41 +213,162 @@ def answer_record(question: Question, record: dict[str, Any]) -> AnswerRecord:
     return AnswerRecord(question, record["answer"], sentences, *times)
 
 
-YES_NO_MAYBE_PROMPT = (
-    "You judge research questions from the findings of one study, quoted as data. Reply with one word: "
-    "yes, no or maybe (maybe when the findings are mixed or do not settle it)."
-)
+def verdict_messages(question: Question, finder: "EvidenceFinder", settings: Settings) -> tuple[str | None, list]:
+    """The judge's prompt: the top retrieved study's best sentences (in the abstract's order, within
+    ``eval.verdict_evidence_tokens``) and the question. Retrieval's first paper, not the answer gate's sources: a
+    verdict needs one study's findings, and PubMedQA's question is its own abstract's title (hybrid recall@1 0.98)."""
+    from rag.evidence import quote_within_budget
+
+    hits = finder.retriever.search(question.text, 1, "hybrid")
+    scored = finder.score(question.text, hits)
+    quoted = quote_within_budget([scored[0].ranked], settings.eval.verdict_evidence_tokens)[0] if scored else []
+    findings = " ".join(sentence.text for sentence in quoted) or "(none found)"
+    messages = [
+        {"role": "system", "content": settings.eval.verdict_prompt},
+        {"role": "user", "content": f"Findings: {findings}\n\nQuestion: {question.text}\nAnswer yes, no or maybe:"},
+    ]
+    return (hits[0].paper_id if hits else None), messages
+
+
+def word_verdict(model: "ChatModel", messages: list) -> tuple[str, str | None]:
+    """The verdict as a word the model writes: the judge for models that give no log-probabilities."""
+    reply = "".join(model.stream(messages, 4))
+    verdict = re.search(r"\b(yes|no|maybe)\b", reply, re.IGNORECASE)
+    return (verdict.group(1).lower(), None) if verdict else ("maybe", f"unparsed: {reply[:40]!r}")
 
 
 def decide_yes_no_maybe(
     question: Question, finder: "EvidenceFinder", model: "ChatModel | None", settings: Settings
 ) -> dict[str, Any]:
-    """PubMedQA's answer step: the question's evidence (retrieved, gated, quoted) judged yes / no / maybe.
+    """PubMedQA's answer step: the top study's findings judged yes / no / maybe by the log-probabilities of the
+    three words as the reply's first token (kept in the record for the dev-split biases); a model that gives none
+    writes the word instead, and the record's note says so.
 
     Without a model the prediction is the majority class, "yes": the published majority baseline, reproduced.
     """
-    from rag.chat_models import LLMUnavailable
+    from rag.chat_models import LLMUnavailable, LogprobsUnavailable, ScoresOptions
     from rag.text import count_tokens
 
     if model is None:
-        return {"prediction": "yes", "total_s": 0.0, "prompt_tokens": 0, "note": "majority"}
+        return {"prediction": "yes", "logprobs": None, "judge": "majority", "evidence_id": None, "total_s": 0.0,
+                "prompt_tokens": 0, "note": None}  # fmt: skip
     started = time.perf_counter()
-    evidence = finder.find(question.text)
-    sources = evidence.sources or evidence.nearest[:1]  # a refusal still leaves the closest study to judge
-    quoted = "\n".join(f"[{s.n}] {s.title} {' '.join(s.sentences)}" for s in sources[:2])
-    messages = [
-        {"role": "system", "content": YES_NO_MAYBE_PROMPT},
-        {"role": "user", "content": f"Findings:\n{quoted}\n\nQuestion: {question.text}\nAnswer (yes, no or maybe):"},
-    ]
+    evidence_id, messages = verdict_messages(question, finder, settings)
+    logprobs: dict[str, float] | None = None
+    note: str | None = None
     try:
-        reply = "".join(model.stream(messages, 4))
-        verdict = re.search(r"\b(yes|no|maybe)\b", reply, re.IGNORECASE)
-        prediction, note = (verdict.group(1).lower(), None) if verdict else ("maybe", f"unparsed: {reply[:40]!r}")
+        if not isinstance(model, ScoresOptions):
+            raise LogprobsUnavailable(f"{model.name} cannot score options")
+        logprobs = model.option_logprobs(messages, YES_NO_MAYBE)
+        prediction, judge = max(YES_NO_MAYBE, key=logprobs.__getitem__), "logprobs"
+    except LogprobsUnavailable as error:
+        try:
+            (prediction, unparsed), judge = word_verdict(model, messages), "word"
+            note = f"word judge: {error}" + (f"; {unparsed}" if unparsed else "")
+        except LLMUnavailable as failure:
+            prediction, judge, note = "maybe", "failed", f"model failed: {failure}"
     except LLMUnavailable as error:
-        prediction, note = "maybe", f"model failed: {error}"
-    prompt_tokens = sum(count_tokens(m["content"]) for m in messages)
-    return {"prediction": prediction, "total_s": time.perf_counter() - started, "prompt_tokens": prompt_tokens,
-            "note": note}  # fmt: skip
+        prediction, judge, note = "maybe", "failed", f"model failed: {error}"
+    return {
+        "prediction": prediction,
+        "logprobs": logprobs,
+        "judge": judge,
+        "evidence_id": evidence_id,
+        "total_s": time.perf_counter() - started,
+        "prompt_tokens": sum(count_tokens(m["content"]) for m in messages),
+        "note": note,
+    }
+
+
+GRID_POINTS = 150  # bias values tried per class: the search is GRID_POINTS² evaluations of the dev split
+
+
+def bias_candidates(margins: np.ndarray) -> np.ndarray:
+    """Bias values where a class's predictions change (midpoints between the sorted margins by which "yes" leads
+    it), plus one beyond each end; at most GRID_POINTS of them, evenly spread over the sorted list."""
+    edges = np.unique(margins)
+    points = np.concatenate([[edges[0] - 1], (edges[:-1] + edges[1:]) / 2, [edges[-1] + 1]])
+    return points[np.unique(np.linspace(0, len(points) - 1, GRID_POINTS).round().astype(int))]
+
+
+def fit_biases(logprobs: list[dict[str, float]], gold: list[str]) -> dict[str, float]:
+    """Additive per-class biases (for "no" and "maybe"; "yes" stays 0) that maximise macro-F1 on a calibration
+    split, among those whose accuracy is at least the majority class's on it; by grid search over the margins.
+
+    Macro-F1, because accuracy alone is maximised by answering "yes" nearly always, which the majority baseline
+    already does; the accuracy floor keeps the verdicts no worse than that baseline. Ties go to the candidate
+    nearest the middle of the tied ones, away from the edges where the split's own noise decides.
+    """
+    scores = np.array([[row[label] for label in YES_NO_MAYBE] for row in logprobs], dtype=np.float64)
+    truth = np.array([YES_NO_MAYBE.index(label) for label in gold])
+    no_grid = bias_candidates(scores[:, 0] - scores[:, 1])
+    maybe_grid = bias_candidates(scores[:, 0] - scores[:, 2])
+    floor = np.bincount(truth, minlength=3).max() / len(truth)
+    best: tuple[float, float] = (-1.0, -1.0)
+    tied: list[tuple[float, float]] = []
+    for b_no in no_grid:
+        shifted = scores + np.array([0.0, b_no, 0.0])
+        leader = shifted[:, :2].argmax(axis=1)  # yes or no, before maybe is considered
+        lead = shifted[np.arange(len(scores)), leader]
+        maybe_wins = scores[:, 2][None, :] + maybe_grid[:, None] > lead[None, :]  # (grid, questions)
+        predicted = np.where(maybe_wins, 2, leader[None, :])
+        accuracy = (predicted == truth).mean(axis=1)
+        f1 = np.zeros(len(maybe_grid))
+        for label in range(3):
+            tp = ((predicted == label) & (truth == label)).sum(axis=1)
+            wrong = ((predicted == label) != (truth == label)).sum(axis=1)  # false positives + false negatives
+            f1 += np.where(tp > 0, 2 * tp / np.maximum(2 * tp + wrong, 1), 0.0) / 3
+        for i in np.flatnonzero(accuracy >= floor - 1e-12):
+            score = (round(float(f1[i]), 12), round(float(accuracy[i]), 12))
+            if score > best:
+                best, tied = score, []
+            if score == best:
+                tied.append((float(b_no), float(maybe_grid[i])))
+    if not tied:  # no candidate reaches the floor: the raw verdicts are as good as the split shows
+        return dict.fromkeys(YES_NO_MAYBE, 0.0)
+    middle = np.mean(tied, axis=0)
+    b_no, b_maybe = min(tied, key=lambda point: float(np.hypot(*(np.array(point) - middle))))
+    return {"yes": 0.0, "no": round(b_no, 4), "maybe": round(b_maybe, 4)}
+
+
+def biased(record: dict[str, Any], biases: dict[str, float]) -> str:
+    """A record's verdict with the biases added to its log-probabilities (a word verdict stays as it is)."""
+    if not record.get("logprobs"):
+        return str(record["prediction"])
+    return max(YES_NO_MAYBE, key=lambda label: record["logprobs"][label] + biases[label])
+
+
+def verdict_report(
+    questions: list[Question], done: list[dict[str, Any]], dev: list[Question], dev_done: list[dict[str, Any]],
+    labels: dict[str, str],
+) -> dict[str, Any]:  # fmt: skip
+    """Test scores with the biases fitted on the dev split (the headline) and without them, the dev figures, and
+    how each verdict was reached."""
+    scored = [(labels[q.id], r) for q, r in zip(dev, dev_done, strict=True) if r.get("logprobs")]
+    biases = fit_biases([r["logprobs"] for _, r in scored], [g for g, _ in scored]) if scored else None
+    applied = biases or dict.fromkeys(YES_NO_MAYBE, 0.0)
+
+    def scores(split: list[Question], records: list[dict[str, Any]], calibrated: bool) -> dict[str, Any]:
+        predicted = [biased(r, applied) if calibrated else r["prediction"] for r in records]
+        return yes_no_maybe_scores([labels[q.id] for q in split], predicted)
+
+    everything = [*dev_done, *done]
+    notes = Counter(r["note"].split(";")[0] for r in everything if r.get("note"))
+    own = [r["evidence_id"] in q.gold for q, r in zip(questions, done, strict=True) if r.get("evidence_id")]
+    gold = Counter(labels[q.id] for q in questions)
+    return scores(questions, done, True) | {
+        "gold": {label: gold[label] for label in YES_NO_MAYBE},
+        "uncalibrated": scores(questions, done, False),
+        "dev": {
+            "questions": len(dev),
+            "calibrated": scores(dev, dev_done, True),
+            "uncalibrated": scores(dev, dev_done, False),
+        },
+        "biases": biases,
+        "judges": dict(Counter(r["judge"] for r in everything)),
+        "notes": [f"{count} × {note}" for note, count in notes.most_common()],
+        "evidence_own_abstract": round(sum(own) / len(own), 4) if own else None,
+    }
 
 
 def run_answers(
@@ -258,8 +378,10 @@ def run_answers(
     fresh: bool,
     providers: list[str],
     labels: dict[str, str] | None = None,
+    calibration: list[Question] | None = None,
 ) -> dict[str, Any]:
-    """Each answer mode's scores: grounded answers, or yes / no / maybe verdicts when ``labels`` holds the gold."""
+    """Each answer mode's scores: grounded answers, or yes / no / maybe verdicts when ``labels`` holds the gold
+    (of ``questions`` and of the ``calibration`` split, whose records fit the verdicts' biases)."""
     from rag.chat_models import LLMUnavailable, build_chat_model
 
     settings = finder.settings
@@ -272,14 +394,23 @@ def run_answers(
             report[provider] = {"skipped": str(error)}
             continue
         name = model.name if model else None
-        shaping = (mode.llm, mode.openai, mode.retrieval, mode.embedding, mode.chunking, mode.answer, mode.prompts)
+        shaping: tuple[Any, ...] = (mode.llm, mode.openai, mode.retrieval, mode.embedding, mode.chunking, mode.answer,
+                                     mode.prompts)  # fmt: skip
+        if labels:
+            shaping += (mode.eval.verdict_prompt, mode.eval.verdict_evidence_tokens)
         step = decide_yes_no_maybe if labels else answer_one
         key = fingerprint(step.__name__, name, *shaping, code_version(), index_version(finder.retriever), versions())
+        compute = partial(step, finder=finder, model=model, settings=mode)
+        dev, dev_done = calibration or [], []
+        if labels:  # the dev split first: the biases are fitted on it before test is scored
+            dev_cache = Cache(cache_dir / f"answers-{provider}-dev.jsonl", key, fresh)
+            dev_cache.fill(dev, f"answers {provider} (dev)", compute)
+            dev_done = dev_cache.of(dev)
         cache = Cache(cache_dir / f"answers-{provider}.jsonl", key, fresh)
-        cache.fill(questions, f"answers {provider}", partial(step, finder=finder, model=model, settings=mode))
+        cache.fill(questions, f"answers {provider}", compute)
         done = cache.of(questions)
         if labels:
-            report[provider] = yes_no_maybe_scores([labels[q.id] for q in questions], [r["prediction"] for r in done])
+            report[provider] = verdict_report(questions, done, dev, dev_done, labels)
             report[provider] |= {
                 "model": name,
                 "latency_s_p50": round(percentile([r["total_s"] for r in done], 50), 2),
