@@ -334,7 +334,12 @@ def answer_stream(
     cited = list(dict.fromkeys([n for sentence in sentences for n in sentence.cited] + all_sources))
     ending: Quotes | Fallback
     if notice or not sentences:
-        notice = notice or "The language model gave no cited statement; showing the evidence instead."
+        reason = (
+            f"none of its {len(unsupported)} sentence(s) is supported by the sources"
+            if unsupported
+            else "it wrote no complete statement"
+        )
+        notice = notice or f"The language model's answer was not used: {reason}; showing the evidence instead."
         ending = Fallback(evidence_only(evidence), notice, "\n\n" if text else "")
     else:  # the quotes (or paper lines) cite every admitted source, including any the model left out
         ending = Quotes(evidence_block(evidence))

@@ -54,15 +54,22 @@ class _QuietServer(ThreadingHTTPServer):
 
 
 @contextmanager
-def misbehaving_chat_server() -> Iterator[str]:
-    """A :class:`MisbehavingChatServer` on a free loopback port; yields its URL (append ``/MODE/v1``)."""
-    server = _QuietServer(("127.0.0.1", 0), MisbehavingChatServer)
+def _serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A handler served on a free loopback port in a thread; yields the server's URL."""
+    server = _QuietServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
+
+
+@contextmanager
+def misbehaving_chat_server() -> Iterator[str]:
+    """A :class:`MisbehavingChatServer` on a free loopback port; yields its URL (append ``/MODE/v1``)."""
+    with _serving(MisbehavingChatServer) as url:
+        yield url
 
 
 class VerdictChatServer(BaseHTTPRequestHandler):
@@ -109,10 +116,5 @@ def verdict_chat_server() -> Iterator[str]:
     """A :class:`VerdictChatServer` on a free loopback port; yields its URL (append ``/logprobs/v1`` or
     ``/plain/v1``)."""
     VerdictChatServer.requests = []
-    server = _QuietServer(("127.0.0.1", 0), VerdictChatServer)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
+    with _serving(VerdictChatServer) as url:
+        yield url

@@ -350,3 +350,10 @@ def test_a_near_miss_question_is_answered_not_stated(finder: EvidenceFinder) -> 
     assert payload["answer"].startswith("The corpus does not state the learning rate.")
     assert "Discrete Key-Value Bottleneck is about this, but its abstract gives no learning rate" in payload["answer"]
     assert "3e-4" not in payload["answer"]
+
+
+def test_an_answer_whose_every_sentence_fails_the_check_says_why_it_shows_the_evidence() -> None:
+    answer = finish(Evidence("q", SOURCES, []), ScriptedModel("An invented claim [7]. Another one [9]."))
+    assert answer.sentences == [] and len(answer.unsupported) == 2
+    assert answer.notice is not None and "none of its 2 sentence(s) is supported by the sources" in answer.notice
+    assert answer.text.startswith("2 paper(s) in the corpus bear on this question.")

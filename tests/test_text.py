@@ -12,9 +12,15 @@ from rag.text import cited_numbers, split_sentences, strip_citations
             "Deep networks do well when data streams are i.i.d. and labeled data is abundant. Challenges emerge.",
             "Deep networks do well when data streams are i.i.d. and labeled data is abundant.",
         ),
-        ("As Smith et al. showed in prior work, models fail. Next.", "As Smith et al. showed in prior work, models fail."),
+        (
+            "As Smith et al. showed in prior work, models fail. Next.",
+            "As Smith et al. showed in prior work, models fail.",
+        ),
         ("Results are in Fig. 3 and Eq. 2 of the paper. Next.", "Results are in Fig. 3 and Eq. 2 of the paper."),
-        ("Adapters, e.g. LoRA, help, i.e. they save memory. Done.", "Adapters, e.g. LoRA, help, i.e. they save memory."),
+        (
+            "Adapters, e.g. LoRA, help, i.e. they save memory. Done.",
+            "Adapters, e.g. LoRA, help, i.e. they save memory.",
+        ),
         ("We use approx. 3 GPUs vs. 4 CPUs. End.", "We use approx. 3 GPUs vs. 4 CPUs."),
     ],
 )

@@ -134,8 +134,8 @@ STRONGER_MODEL = (
 
 
 def verdict_tables(scored: dict[str, dict[str, Any]], published: dict[str, dict[str, float]]) -> list[str]:
-    """PubMedQA's section: test figures with and without the dev-fitted biases beside the published ones, the
-    biases, the dev figures, how verdicts were reached, and what the bundled models' figures mean."""
+    """PubMedQA's section: test figures with and without the dev-fitted calibration beside the published ones, the
+    calibration, the dev figures, how verdicts were reached, and what the bundled models' figures mean."""
 
     def spread(counts: dict[str, int]) -> str:
         return " / ".join(str(counts[label]) for label in ("yes", "no", "maybe"))
@@ -143,11 +143,11 @@ def verdict_tables(scored: dict[str, dict[str, Any]], published: dict[str, dict[
     rows = []
     for mode, r in scored.items():
         who = f"{mode} ({r['model'] or 'no model'})"
-        if r.get("biases"):
-            rows.append([f"{who}, biases from dev", r["accuracy"], r["macro_f1"], spread(r["predicted"]),
+        if r.get("calibration"):
+            rows.append([f"{who}, calibrated on dev", r["accuracy"], r["macro_f1"], spread(r["predicted"]),
                          r["latency_s_p50"], r["prompt_tokens_p50"]])  # fmt: skip
         uncalibrated = r.get("uncalibrated", r)
-        label = f"{who}, no biases" if r.get("biases") else who
+        label = f"{who}, raw log-probabilities" if r.get("calibration") else who
         rows.append([label, uncalibrated["accuracy"], uncalibrated["macro_f1"], spread(uncalibrated["predicted"]),
                      r["latency_s_p50"], r["prompt_tokens_p50"]])  # fmt: skip
     rows += [[f"published: {who}", f["accuracy"], f.get("macro_f1"), None, None, None] for who, f in published.items()]
@@ -159,20 +159,24 @@ def verdict_tables(scored: dict[str, dict[str, Any]], published: dict[str, dict[
     lines += [
         "",
         "Verdicts are read from the log-probabilities of the words yes, no and maybe as the judge's first token, "
-        "after the top retrieved study's quoted sentences and the question. The biases are added to those "
-        "log-probabilities; they are fitted on PubMedQA's dev split only (never on test), maximising macro-F1 among "
-        "the biases whose dev accuracy is at least the majority class's.",
+        "after the top retrieved study's quoted sentences and the question. Calibrated: the log-probabilities are "
+        "scaled and shifted per class, with the scale and biases fitted by maximum likelihood on PubMedQA's dev "
+        "split only (never on test), and the likeliest class wins.",
         "",
     ]
     for mode, r in scored.items():
         if "dev" not in r:
             continue
         dev = r["dev"]
-        biases = ", ".join(f"{label} {value:+.3g}" for label, value in (r["biases"] or {}).items()) or "none fitted"
+        fitted = r["calibration"]
+        biases = "no calibration (no log-probabilities)"
+        if fitted:
+            shifts = ", ".join(f"{label} {value:+.3g}" for label, value in fitted["biases"].items())
+            biases = f"scale {fitted['scale']:.3g}, biases {shifts}"
         judges = ", ".join(f"{judge} {count}" for judge, count in r["judges"].items())
         own = r.get("evidence_own_abstract")
         lines.append(
-            f"- {mode}: biases {biases}; dev ({dev['questions']} questions) accuracy "
+            f"- {mode}: {biases}; dev ({dev['questions']} questions) accuracy "
             f"{dev['uncalibrated']['accuracy']:.3g} → {dev['calibrated']['accuracy']:.3g}, macro-F1 "
             f"{dev['uncalibrated']['macro_f1']:.3g} → {dev['calibrated']['macro_f1']:.3g}; verdicts by {judges}"
             + (f"; evidence from the question's own abstract for {own:.3g} of test questions" if own else "")
@@ -182,10 +186,10 @@ def verdict_tables(scored: dict[str, dict[str, Any]], published: dict[str, dict[
     lines += [""]
     if local and majority:
         lines.append(
-            f"**The bundled local model ({local['model']}) carries little signal here**: with the biases it scores "
+            f"**The bundled local model ({local['model']}) carries little signal here**: calibrated, it scores "
             f"accuracy {local['accuracy']:.3g} and macro-F1 {local['macro_f1']:.3g} on test, against "
             f"{majority['accuracy']:.3g} and {majority['macro_f1']:.3g} for always answering yes, and far below "
-            "BioBERT and a single human. The biases keep its verdicts near that baseline instead of below it; they "
+            "BioBERT and a single human. Calibration keeps its verdicts near that baseline instead of below it; it "
             "cannot add the biomedical judgement a small coding model lacks, so do not trust its yes / no verdicts."
         )
     lines += [

@@ -15,6 +15,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache, partial
 from importlib import metadata
 from pathlib import Path
@@ -241,7 +242,7 @@ def decide_yes_no_maybe(
     question: Question, finder: "EvidenceFinder", model: "ChatModel | None", settings: Settings
 ) -> dict[str, Any]:
     """PubMedQA's answer step: the top study's findings judged yes / no / maybe by the log-probabilities of the
-    three words as the reply's first token (kept in the record for the dev-split biases); a model that gives none
+    three words as the reply's first token (kept in the record for the dev-split calibration); a model that gives none
     writes the word instead, and the record's note says so.
 
     Without a model the prediction is the majority class, "yes": the published majority baseline, reproduced.
@@ -280,76 +281,64 @@ def decide_yes_no_maybe(
     }
 
 
-GRID_POINTS = 150  # bias values tried per class: the search is GRID_POINTS² evaluations of the dev split
+@dataclass(frozen=True)
+class Calibration:
+    """How a judge's option log-probabilities become verdicts: scaled, then shifted per class."""
+
+    scale: float
+    biases: dict[str, float]
+
+    def verdict(self, logprobs: dict[str, float]) -> str:
+        return max(YES_NO_MAYBE, key=lambda label: self.scale * logprobs[label] + self.biases[label])
+
+    def as_json(self) -> dict[str, Any]:
+        return {"scale": round(self.scale, 4), "biases": {k: round(v, 4) for k, v in self.biases.items()}}
 
 
-def bias_candidates(margins: np.ndarray) -> np.ndarray:
-    """Bias values where a class's predictions change (midpoints between the sorted margins by which "yes" leads
-    it), plus one beyond each end; at most GRID_POINTS of them, evenly spread over the sorted list."""
-    edges = np.unique(margins)
-    points = np.concatenate([[edges[0] - 1], (edges[:-1] + edges[1:]) / 2, [edges[-1] + 1]])
-    return points[np.unique(np.linspace(0, len(points) - 1, GRID_POINTS).round().astype(int))]
+UNCALIBRATED = Calibration(1.0, dict.fromkeys(YES_NO_MAYBE, 0.0))
 
 
-def fit_biases(logprobs: list[dict[str, float]], gold: list[str]) -> dict[str, float]:
-    """Additive per-class biases (for "no" and "maybe"; "yes" stays 0) that maximise macro-F1 on a calibration
-    split, among those whose accuracy is at least the majority class's on it; by grid search over the margins.
+def fit_calibration(logprobs: list[dict[str, float]], gold: list[str]) -> Calibration:
+    """Per-class additive biases ("yes" stays 0) and one shared scale, fitted on a calibration split by maximum
+    likelihood (a softmax over the scaled, shifted log-probabilities); the verdict is then the likeliest class.
 
-    Macro-F1, because accuracy alone is maximised by answering "yes" nearly always, which the majority baseline
-    already does; the accuracy floor keeps the verdicts no worse than that baseline. Ties go to the candidate
-    nearest the middle of the tied ones, away from the edges where the split's own noise decides.
+    Likelihood rather than a search for the best dev accuracy or macro-F1: such a search chases the split's noise
+    when the judge's signal is weak, and loses to the majority class on questions it was not fitted on (measured by
+    cross-validation within the dev split: eval/results/pubmedqa_calibration.md). The scale matters as much as the
+    biases: a small model's log-probabilities are overconfident, and a scale near 0 keeps the majority class
+    wherever the evidence is weak, so the verdicts fall back to the trivial baseline instead of below it.
     """
+    from scipy.optimize import minimize
+    from scipy.special import log_softmax
+
     scores = np.array([[row[label] for label in YES_NO_MAYBE] for row in logprobs], dtype=np.float64)
     truth = np.array([YES_NO_MAYBE.index(label) for label in gold])
-    no_grid = bias_candidates(scores[:, 0] - scores[:, 1])
-    maybe_grid = bias_candidates(scores[:, 0] - scores[:, 2])
-    floor = np.bincount(truth, minlength=3).max() / len(truth)
-    best: tuple[float, float] = (-1.0, -1.0)
-    tied: list[tuple[float, float]] = []
-    for b_no in no_grid:
-        shifted = scores + np.array([0.0, b_no, 0.0])
-        leader = shifted[:, :2].argmax(axis=1)  # yes or no, before maybe is considered
-        lead = shifted[np.arange(len(scores)), leader]
-        maybe_wins = scores[:, 2][None, :] + maybe_grid[:, None] > lead[None, :]  # (grid, questions)
-        predicted = np.where(maybe_wins, 2, leader[None, :])
-        accuracy = (predicted == truth).mean(axis=1)
-        f1 = np.zeros(len(maybe_grid))
-        for label in range(3):
-            tp = ((predicted == label) & (truth == label)).sum(axis=1)
-            wrong = ((predicted == label) != (truth == label)).sum(axis=1)  # false positives + false negatives
-            f1 += np.where(tp > 0, 2 * tp / np.maximum(2 * tp + wrong, 1), 0.0) / 3
-        for i in np.flatnonzero(accuracy >= floor - 1e-12):
-            score = (round(float(f1[i]), 12), round(float(accuracy[i]), 12))
-            if score > best:
-                best, tied = score, []
-            if score == best:
-                tied.append((float(b_no), float(maybe_grid[i])))
-    if not tied:  # no candidate reaches the floor: the raw verdicts are as good as the split shows
-        return dict.fromkeys(YES_NO_MAYBE, 0.0)
-    middle = np.mean(tied, axis=0)
-    b_no, b_maybe = min(tied, key=lambda point: float(np.hypot(*(np.array(point) - middle))))
-    return {"yes": 0.0, "no": round(b_no, 4), "maybe": round(b_maybe, 4)}
+
+    def loss(params: np.ndarray) -> float:
+        shifted = params[0] * scores + np.array([0.0, params[1], params[2]])
+        return float(-log_softmax(shifted, axis=1)[np.arange(len(truth)), truth].mean())
+
+    # bounded: a negative scale would invert the judge, and a class absent from the split would push its bias away
+    fitted = minimize(loss, np.array([1.0, 0.0, 0.0]), method="L-BFGS-B", bounds=[(0, 10), (-20, 20), (-20, 20)]).x
+    return Calibration(float(fitted[0]), {"yes": 0.0, "no": float(fitted[1]), "maybe": float(fitted[2])})
 
 
-def biased(record: dict[str, Any], biases: dict[str, float]) -> str:
-    """A record's verdict with the biases added to its log-probabilities (a word verdict stays as it is)."""
-    if not record.get("logprobs"):
-        return str(record["prediction"])
-    return max(YES_NO_MAYBE, key=lambda label: record["logprobs"][label] + biases[label])
+def calibrated(record: dict[str, Any], calibration: Calibration) -> str:
+    """A record's verdict under a calibration (a word verdict stays as it was written)."""
+    return calibration.verdict(record["logprobs"]) if record.get("logprobs") else str(record["prediction"])
 
 
 def verdict_report(
     questions: list[Question], done: list[dict[str, Any]], dev: list[Question], dev_done: list[dict[str, Any]],
     labels: dict[str, str],
 ) -> dict[str, Any]:  # fmt: skip
-    """Test scores with the biases fitted on the dev split (the headline) and without them, the dev figures, and
+    """Test scores with the calibration fitted on the dev split (the headline) and without it, the dev figures, and
     how each verdict was reached."""
     scored = [(labels[q.id], r) for q, r in zip(dev, dev_done, strict=True) if r.get("logprobs")]
-    biases = fit_biases([r["logprobs"] for _, r in scored], [g for g, _ in scored]) if scored else None
-    applied = biases or dict.fromkeys(YES_NO_MAYBE, 0.0)
+    fitted = fit_calibration([r["logprobs"] for _, r in scored], [g for g, _ in scored]) if scored else None
 
-    def scores(split: list[Question], records: list[dict[str, Any]], calibrated: bool) -> dict[str, Any]:
-        predicted = [biased(r, applied) if calibrated else r["prediction"] for r in records]
+    def scores(split: list[Question], records: list[dict[str, Any]], calibrate: bool) -> dict[str, Any]:
+        predicted = [calibrated(r, fitted or UNCALIBRATED) if calibrate else r["prediction"] for r in records]
         return yes_no_maybe_scores([labels[q.id] for q in split], predicted)
 
     everything = [*dev_done, *done]
@@ -364,7 +353,7 @@ def verdict_report(
             "calibrated": scores(dev, dev_done, True),
             "uncalibrated": scores(dev, dev_done, False),
         },
-        "biases": biases,
+        "calibration": fitted.as_json() if fitted else None,
         "judges": dict(Counter(r["judge"] for r in everything)),
         "notes": [f"{count} × {note}" for note, count in notes.most_common()],
         "evidence_own_abstract": round(sum(own) / len(own), 4) if own else None,
@@ -381,7 +370,7 @@ def run_answers(
     calibration: list[Question] | None = None,
 ) -> dict[str, Any]:
     """Each answer mode's scores: grounded answers, or yes / no / maybe verdicts when ``labels`` holds the gold
-    (of ``questions`` and of the ``calibration`` split, whose records fit the verdicts' biases)."""
+    (of ``questions`` and of the ``calibration`` split, whose records fit the verdicts' calibration)."""
     from rag.chat_models import LLMUnavailable, build_chat_model
 
     settings = finder.settings
@@ -402,7 +391,7 @@ def run_answers(
         key = fingerprint(step.__name__, name, *shaping, code_version(), index_version(finder.retriever), versions())
         compute = partial(step, finder=finder, model=model, settings=mode)
         dev, dev_done = calibration or [], []
-        if labels:  # the dev split first: the biases are fitted on it before test is scored
+        if labels:  # the dev split first: the calibration is fitted on it before test is scored
             dev_cache = Cache(cache_dir / f"answers-{provider}-dev.jsonl", key, fresh)
             dev_cache.fill(dev, f"answers {provider} (dev)", compute)
             dev_done = dev_cache.of(dev)
