@@ -165,7 +165,13 @@ def sources_panel(evidence: Evidence, cited: list[int] | None = None) -> str:
 
 
 def notice_for(answer: Answer, provider: str) -> str:
-    """Why an answer is not a model's synthesis, in one line; empty when it is."""
+    """Why an answer is not a model's synthesis, or why its papers were ranked otherwise than configured, in one
+    line; empty when neither."""
+    ranked = f" {answer.evidence.notice}" if answer.evidence.notice else ""
+    return _why_not_synthesis(answer, provider) + ranked
+
+
+def _why_not_synthesis(answer: Answer, provider: str) -> str:
     if answer.evidence.refusal == "not_stated":
         return (
             f"**Refused:** papers on this topic are in the corpus, but no abstract of theirs states "

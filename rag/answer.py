@@ -114,7 +114,7 @@ class Answer:
                 {"paper_id": s.paper_id, "title": s.title, "score": s.score, "year": s.year, "url": s.url}
                 for s in self.evidence.nearest
             ],
-            "notice": self.notice,
+            "notice": " ".join(part for part in (self.notice, self.evidence.notice) if part) or None,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "unsupported": self.unsupported,

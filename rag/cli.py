@@ -121,7 +121,7 @@ def ingest(path: Path | None, fmt: str, prune: bool, collection: str | None, as_
 @click.argument("question", required=False)
 @click.option("--batch", type=click.Path(path_type=Path), help='JSON lines of {"id", "question"}.')
 @click.option("-k", "k", type=click.IntRange(1, 1000), default=None, help="Papers to return.")
-@click.option("--retriever", type=click.Choice(["hybrid", "dense", "bm25"]), default="hybrid")
+@click.option("--retriever", type=click.Choice(["rerank", "hybrid", "dense", "bm25"]), default="rerank")
 @click.option("--year-from", type=int, default=None, help="Only papers from this year on.")
 @click.option("--year-to", type=int, default=None, help="Only papers up to this year.")
 @click.option(
@@ -154,18 +154,26 @@ def search(
     filters = Filters(year_from, year_to, categories)
     if batch is not None:
         for qid, text in questions:
-            hits = papers.search(text, k, retriever, filters)  # type: ignore[arg-type]
-            emit({"id": qid, "results": [hit.as_json() for hit in hits]})
+            ranking = papers.rank(text, k, retriever, filters)  # type: ignore[arg-type]
+            emit({"id": qid, "results": [hit.as_json() for hit in ranking.hits], "notice": ranking.notice})
         return
     assert question is not None
-    hits = papers.search(question, k, retriever, filters)  # type: ignore[arg-type]
+    ranking = papers.rank(question, k, retriever, filters)  # type: ignore[arg-type]
+    hits = ranking.hits
+    if ranking.notice:
+        click.echo(f"warning: {ranking.notice}", err=True)
     if as_json:
         emit([hit.as_json() for hit in hits])
         return
     if not hits:
         click.echo("no matching papers")
     for hit in hits:
-        click.echo(f"{hit.rank:>3}. {hit.title}  [{hit.paper_id}, score {hit.score:.4f}]")
+        score = (
+            f"rerank {hit.rerank_score:.4f}, fused {hit.score:.4f}"
+            if hit.rerank_score is not None
+            else (f"score {hit.score:.4f}")
+        )
+        click.echo(f"{hit.rank:>3}. {hit.title}  [{hit.paper_id}, {score}]")
         click.echo(f"     {hit.text[:200]}{'…' if len(hit.text) > 200 else ''}")
 
 
@@ -426,7 +434,12 @@ def eval_run(
 
 @eval.command("retrieval")
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("--retriever", type=click.Choice(["bm25", "dense", "hybrid", "all"]), default="all")
+@click.option(
+    "--retriever",
+    type=click.Choice(["bm25", "dense", "hybrid", "rerank", "all"]),
+    default="rerank",
+    help="One stage, or all side by side (default: the default pipeline, hybrid + rerank).",
+)
 @click.option("-k", "k", type=click.IntRange(1, 1000), default=10, help="Cut-off for the ranked lists.")
 @click.option("--split", type=click.Choice(["test", "train"]), default="test", help="BEIR split to score.")
 @collection_option

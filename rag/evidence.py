@@ -17,8 +17,7 @@ from typing import Any, Literal
 import numpy as np
 
 from rag.asked import asked
-from rag.embedding import LocalMiniLMEmbedding, local_embedder
-from rag.relevance import TermWeights, coverage
+from rag.relevance import coverage
 from rag.retrieve import Filters, Hit, PaperRetriever
 from rag.settings import AnswerSettings, Settings
 from rag.text import count_tokens, split_sentences
@@ -68,6 +67,7 @@ class Evidence:
     others: list[Source] = field(default_factory=list)  # retrieved, not admitted: shown apart, never cited
     unknown_words: list[str] = field(default_factory=list)  # question words no paper uses (a lacking topic, a typo)
     not_stated: str | None = None  # the asked-for fact that the on-topic papers (``nearest``) do not state
+    notice: str | None = None  # retrieval could not rank as configured (a reranker server down): said with the answer
     lists_papers: bool = False  # the question asks which papers: the answer lists every source, one line each
 
     @property
@@ -178,10 +178,9 @@ class EvidenceFinder:
     def __init__(self, settings: Settings, retriever: PaperRetriever | None = None) -> None:
         self.settings = settings
         self.retriever = retriever or PaperRetriever(settings)
-        embedder = self.retriever.embedder
         # The gate is calibrated on the bundled embedder's token vectors; a remote embedder has other scales.
-        self.gate_embedder = embedder if isinstance(embedder, LocalMiniLMEmbedding) else local_embedder(settings)
-        self.term_weights = TermWeights(self.retriever.keywords)
+        self.gate_embedder = self.retriever.token_encoder
+        self.term_weights = self.retriever.term_weights
         from rag.support import SupportChecker  # it reads Source: imported here, not at the top
 
         self.support = SupportChecker(self.gate_embedder, self.term_weights, settings.answer.support_threshold)
@@ -235,7 +234,8 @@ class EvidenceFinder:
         pool, scored = step, []
         known: dict[str, Scored] = {}  # paper id → its scores, kept while the pool grows
         while True:
-            hits = self.retriever.search(question, pool, "hybrid", filters)
+            ranking = self.retriever.rank(question, pool, "rerank", filters)
+            hits = ranking.hits
             fresh = [hit for hit in hits if hit.paper_id not in known]
             known |= {item.hit.paper_id: item for item in self.score(question, fresh)} if fresh else {}
             scored = [replace(known[hit.paper_id], hit=hit) for hit in hits]  # in retrieval order, today's scores
@@ -264,12 +264,15 @@ class EvidenceFinder:
 
         if admitted and wanted.wants_fact and not self.states_asked_fact(wanted.kind, admitted):
             on_topic = [source(n, item, item.ranked[:1]) for n, item in enumerate(admitted[: config.nearest_papers], 1)]
-            return Evidence(question, [], on_topic, not_stated=wanted.phrase or "figure asked for")
+            return Evidence(
+                question, [], on_topic, not_stated=wanted.phrase or "figure asked for", notice=ranking.notice
+            )
         if admitted:
             quoted = quote_within_budget([item.ranked for item in admitted], config.evidence_tokens)
             sources = [source(n, *pair) for n, pair in enumerate(zip(admitted, quoted, strict=True), 1)]
             others = [source(0, item, item.ranked[:1]) for i, item in enumerate(scored) if i not in chosen]
-            return Evidence(question, sources, [], others, lists_papers=wanted.kind == "papers")
+            return Evidence(question, sources, [], others, lists_papers=wanted.kind == "papers", notice=ranking.notice)
         nearest = sorted(scored, key=lambda item: item.relevance, reverse=True)[: config.nearest_papers]
         closest = [source(n, item, item.ranked[:1]) for n, item in enumerate(nearest, 1)]
-        return Evidence(question, [], closest, unknown_words=self.term_weights.unknown_words(question))
+        unknown = self.term_weights.unknown_words(question)
+        return Evidence(question, [], closest, unknown_words=unknown, notice=ranking.notice)

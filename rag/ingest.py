@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from rag import keyword_index
 from rag.corpus import Paper, read_corpus
-from rag.embedding import build_embedder, embedder_id
+from rag.embedding import build_embedder, embedder_id, local_embedder
 from rag.settings import Settings
 from rag.store import (
     PaperState,
@@ -176,7 +176,7 @@ def ingest(path: Path, fmt: str, settings: Settings, progress: bool = True, prun
         for paper_id in removed:
             del final[paper_id]
     if stored is not None and keyword_index.stale(stored, settings.data_path, fingerprint(final)):
-        keyword_index.publish(stored, settings.data_path)
+        keyword_index.publish(stored, settings.data_path, local_embedder(settings), progress)
     return IngestReport(
         papers=len(ids),
         chunks=chunks,

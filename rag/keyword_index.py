@@ -4,8 +4,9 @@ Chroma is the source of truth; one writer publishes. Ingest (and the adoption of
 builds the index from the collection's rows and publishes it as an immutable version folder named by an atomically
 replaced ``current`` file, so no process sees a partial index. Readers load the published version and never build:
 a missing or outdated one is an error that says to run `rag ingest`. Each version records its paper and chunk counts
-(what `rag stats` and the UI show, free at any size) and holds the rows' MiniLM wordpiece document frequencies: the
-relevance gate's IDF (rag/relevance.py). Caches key on the version id.
+(what `rag stats` and the UI show, free at any size) and holds the rows' MiniLM wordpiece document frequencies (the
+relevance gate's IDF, rag/relevance.py) and token vectors (the rerank stage's, rag/late_interaction.py). Caches key on
+the version id.
 """
 
 import json
@@ -16,6 +17,7 @@ import time
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from bm25s.stopwords import STOPWORDS_EN
@@ -23,9 +25,12 @@ from llama_index.core.schema import BaseNode
 from llama_index.core.vector_stores.utils import metadata_dict_to_node
 from llama_index.retrievers.bm25 import BM25Retriever
 
-from rag.embedding import minilm_tokenizer
+from rag.embedding import LocalMiniLMEmbedding, minilm_tokenizer
 from rag.errors import BadInput, EmptyCollection
 from rag.store import StoredCollection, fingerprint, iter_records, states_of
+
+if TYPE_CHECKING:
+    from rag.late_interaction import TokenVectors
 
 STATE_FILE = "rag_state.json"
 PIECES_FILE = "wordpieces.npy"  # how many rows contain each MiniLM wordpiece: the relevance gate's IDF
@@ -38,7 +43,7 @@ SCHOLARLY_STOPWORDS = (  # noqa: SIM905 - a word list reads best as words
 STOPWORDS = [*STOPWORDS_EN, *SCHOLARLY_STOPWORDS]
 # Bump when tokenisation changes: readers then ask for a re-ingest, which rebuilds.
 TOKENIZER_VERSION = "en+scholarly-1+pieces"
-FORMAT = 2  # of the state file; versions before it recorded only rows and tokenizer
+FORMAT = 3  # of the version folder: 2 had no token vectors, 1 recorded only rows and tokenizer
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,7 @@ class KeywordIndex:
     retriever: BM25Retriever
     piece_frequencies: np.ndarray  # indexed by MiniLM token id
     version: IndexVersion
+    tokens: "TokenVectors"
 
     @property
     def documents(self) -> int:
@@ -138,25 +144,32 @@ def load(stored: StoredCollection, data_path: Path) -> KeywordIndex:
             f"collection {stored.name!r} has no published index: run `rag ingest FILE --collection {stored.name}` "
             "(it also finishes an interrupted ingest)"
         )
+    from rag.late_interaction import TokenVectors  # it reads this module's stopwords: imported here
+
     live = index_dir(data_path, stored.name) / version.id
     try:
         retriever = BM25Retriever.from_persist_dir(str(live), show_progress=False)
-        return KeywordIndex(retriever, np.load(live / PIECES_FILE), version)
-    except (OSError, ValueError):
+        return KeywordIndex(retriever, np.load(live / PIECES_FILE), version, TokenVectors.load(live))
+    except (OSError, ValueError, KeyError, TypeError):
         raise BadInput(
             f"the keyword index {version.id} of collection {stored.name!r} is unreadable: run "
             f"`rag ingest FILE --collection {stored.name}` to rebuild it"
         ) from None
 
 
-def publish(stored: StoredCollection, data_path: Path) -> IndexVersion | None:
+def publish(
+    stored: StoredCollection, data_path: Path, encoder: LocalMiniLMEmbedding, progress: bool = False
+) -> IndexVersion | None:
     """Index every row of the collection and publish it atomically; None (nothing published) when it is empty.
+    ``encoder`` computes the rows' token vectors (those of rows the live version already holds are reused).
 
     Only the writer calls this (ingest, and the adoption of an older version's collection). Each build is written to
     its own version folder, then the ``current`` file is swapped to name it in one rename, so a reader in another
     process (the server, while `rag ingest` runs) always opens a complete index, and two writers never write into
     the same folder.
     """
+    from rag import late_interaction  # it reads this module's stopwords: imported here
+
     rows = list(iter_records(stored.collection, ["metadatas", "documents"]))
     nodes: list[BaseNode] = [metadata_dict_to_node(row["metadatas"], text=row["documents"]) for row in rows]
     folder = index_dir(data_path, stored.name)
@@ -175,6 +188,7 @@ def publish(stored: StoredCollection, data_path: Path) -> IndexVersion | None:
     path = Path(tempfile.mkdtemp(prefix=f"v-{time.time_ns()}-", dir=folder))  # ids sort by creation
     retriever.persist(str(path), show_progress=False)
     np.save(path / PIECES_FILE, piece_frequencies(nodes))
+    late_interaction.build(nodes, encoder, _live_tokens(stored, data_path), progress).save(path)
     states = states_of(row["metadatas"] for row in rows)
     version = IndexVersion(
         files=(*sorted(file.name for file in path.iterdir()), STATE_FILE),
@@ -210,9 +224,22 @@ def stale(stored: StoredCollection, data_path: Path, rows: str) -> bool:
     )
 
 
-def migrate(data_path: Path, old_name: str, stored: StoredCollection) -> None:
+def _live_tokens(stored: StoredCollection, data_path: Path) -> "TokenVectors | None":
+    """The live version's token vectors, when it is this collection's and readable: what a republish reuses."""
+    from rag.late_interaction import TokenVectors
+
+    version = current_version(data_path, stored.name)
+    if version is None or not version.current_for(stored):
+        return None
+    try:
+        return TokenVectors.load(index_dir(data_path, stored.name) / version.id)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def migrate(data_path: Path, old_name: str, stored: StoredCollection, encoder: LocalMiniLMEmbedding) -> None:
     """Publish an adopted collection's index under its new name and drop the one its old name kept."""
-    publish(stored, data_path)
+    publish(stored, data_path, encoder)
     if old_name != stored.name:
         remove(data_path, old_name)
 

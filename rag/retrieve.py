@@ -1,4 +1,4 @@
-"""Hybrid retrieval: dense (Chroma) + BM25, fused, optionally reranked, grouped from chunks to papers."""
+"""Hybrid retrieval: dense (Chroma) + BM25, fused, grouped from chunks to papers, then reranked (rag/rerank.py)."""
 
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, cast
@@ -8,7 +8,6 @@ from llama_index.core import VectorStoreIndex
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.llms import MockLLM
-from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.retrievers import QueryFusionRetriever
 from llama_index.core.retrievers.fusion_retriever import FUSION_MODES
 from llama_index.core.schema import NodeWithScore, QueryBundle
@@ -17,13 +16,15 @@ from llama_index.retrievers.bm25 import BM25Retriever
 from llama_index.vector_stores.chroma import ChromaVectorStore
 
 from rag import keyword_index
-from rag.embedding import build_embedder
+from rag.embedding import LocalMiniLMEmbedding, build_embedder, local_embedder
 from rag.errors import BadInput, EmptyCollection
+from rag.relevance import TermWeights
+from rag.rerank import Ranking, Reranker
 from rag.settings import Settings
 from rag.store import open_collection
 
-Mode = Literal["hybrid", "dense", "bm25"]
-MODES: tuple[Mode, ...] = ("hybrid", "dense", "bm25")
+Mode = Literal["rerank", "hybrid", "dense", "bm25"]  # "rerank": hybrid, then the rerank stage (the default)
+MODES: tuple[Mode, ...] = ("rerank", "hybrid", "dense", "bm25")
 _FUSION = {
     "rrf": FUSION_MODES.RECIPROCAL_RANK,
     "relative_score": FUSION_MODES.RELATIVE_SCORE,
@@ -56,9 +57,10 @@ class Hit:
     rank: int
     paper_id: str
     title: str
-    score: float
+    score: float  # fused (or single retriever's) score: what the relevance gate's retrieval ratio reads
     text: str
     metadata: dict[str, Any] = field(default_factory=dict, repr=False)
+    rerank_score: float | None = None  # the rerank stage's score, when it ordered the list
 
     def as_json(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if k != "metadata"}
@@ -87,11 +89,6 @@ def check_question(question: str, settings: Settings) -> str:
     return question
 
 
-def build_rerankers(settings: Settings) -> list[BaseNodePostprocessor]:
-    """Postprocessors applied after fusion; empty until a reranker model ships (``retrieval.reranker``)."""
-    return []
-
-
 class PaperRetriever:
     """Searches one collection. Models and indexes load once; ``search`` is cheap and thread-safe to call."""
 
@@ -108,7 +105,12 @@ class PaperRetriever:
         self.index = VectorStoreIndex.from_vector_store(
             ChromaVectorStore(chroma_collection=stored.collection), embed_model=self.embedder
         )
-        self.rerankers = build_rerankers(settings)
+        self.term_weights = TermWeights(self.keywords)
+        # The gate and the rerank read the bundled MiniLM's token vectors, whatever embedder built the collection.
+        self.token_encoder = (
+            self.embedder if isinstance(self.embedder, LocalMiniLMEmbedding) else local_embedder(settings)
+        )
+        self.reranker = Reranker(settings.retrieval, self.keywords, self.token_encoder, self.term_weights)
 
     def _retriever(self, mode: Mode, k: int, filters: MetadataFilters | None) -> BaseRetriever:
         # enough chunks that grouping them to papers still leaves k papers
@@ -135,21 +137,29 @@ class PaperRetriever:
         )
 
     def search(
-        self, question: str, k: int | None = None, mode: Mode = "hybrid", filters: Filters | None = None
+        self, question: str, k: int | None = None, mode: Mode = "rerank", filters: Filters | None = None
     ) -> list[Hit]:
         """The top ``k`` papers for the question, best first."""
+        return self.rank(question, k, mode, filters).hits
+
+    def rank(
+        self, question: str, k: int | None = None, mode: Mode = "rerank", filters: Filters | None = None
+    ) -> Ranking:
+        """The top ``k`` papers, and the rerank stage's notice when it could not rank as configured."""
         question = check_question(question, self.settings)
         k = k or self.settings.retrieval.top_k
+        reranks = mode == "rerank" and self.settings.retrieval.reranker != "none"
+        # fusion normalises over the candidates retrieved, so the fused order depends on how deep it looks
+        depth = max(k, self.settings.retrieval.rerank_depth) if reranks else k
         llama_filters = filters.to_llama() if filters else None
         try:
-            nodes = self._retriever(mode, k, llama_filters).retrieve(question)
+            nodes = self._retriever("hybrid" if mode == "rerank" else mode, depth, llama_filters).retrieve(question)
         except ValueError as error:
             if "filtered out" in str(error):  # BM25Retriever's way of saying no paper matches the filters
-                return []
+                return Ranking([])
             raise
-        for reranker in self.rerankers:
-            nodes = reranker.postprocess_nodes(nodes, query_bundle=QueryBundle(question))
-        return group_by_paper(nodes, k)
+        hits = group_by_paper(nodes, depth)
+        return self.reranker.rerank(question, hits, k) if mode == "rerank" else Ranking(hits)
 
     def full_texts(self, hits: list[Hit]) -> dict[str, str]:
         """Each hit's whole abstract: a hit carries its best chunk, so papers of several chunks are read back and

@@ -64,7 +64,12 @@ class RetrievalSettings(_Section):
     candidates: int = Field(ge=1)
     fusion: Literal["rrf", "relative_score", "dist_based_score"]
     dense_weight: float = Field(ge=0, le=1)
-    reranker: Literal["none"]
+    reranker: Literal["coverage", "remote", "none"]
+    rerank_depth: int = Field(ge=2, le=200)
+    rerank_weight: float = Field(ge=0, le=1)
+    rerank_url: str
+    rerank_model: str
+    rerank_timeout_s: float = Field(gt=0)
 
 
 class AnswerSettings(_Section):

@@ -21,7 +21,7 @@ from chromadb.api.models.Collection import Collection
 from chromadb.config import Settings as ChromaClientSettings
 from chromadb.errors import NotFoundError
 
-from rag.embedding import EmbedderSpec, configured_embedder
+from rag.embedding import EmbedderSpec, configured_embedder, local_embedder
 from rag.errors import BadInput, ServiceUnavailable
 from rag.settings import Settings
 
@@ -238,7 +238,7 @@ def _adopt(client: ClientAPI, legacy: Collection, name: str, settings: Settings)
     stored = StoredCollection(name, legacy, info)
     from rag import keyword_index  # it reads rows through this module: imported here, not at the top
 
-    keyword_index.migrate(settings.data_path, old_name, stored)
+    keyword_index.migrate(settings.data_path, old_name, stored, local_embedder(settings))
     log.warning("adopted legacy collection %r as %r (embedder %s)", old_name, name, spec.id)
     return stored
 

@@ -1,6 +1,7 @@
 """Fake servers for tests that need a peer to fail in ways a real one rarely does on cue."""
 
 import json
+import re
 import socket
 import threading
 import time
@@ -117,4 +118,72 @@ def verdict_chat_server() -> Iterator[str]:
     ``/plain/v1``)."""
     VerdictChatServer.requests = []
     with _serving(VerdictChatServer) as url:
+        yield url
+
+
+class RerankServer(BaseHTTPRequestHandler):
+    """The ``/rerank`` API for real, scoring a document by the share of the query's words it contains and answering
+    best first, as servers do. The path's first part picks the server: ``/cohere/`` speaks the Cohere shape (and, like
+    Cohere, refuses fields it does not know), ``/tei/`` speaks text-embeddings-inference's (documents as ``texts``, a
+    bare list back); ``/slow/``, ``/error/``, ``/short/`` (drops the last result), ``/duplicate/`` (an index twice),
+    ``/outside/`` (an index past the end), ``/nan/``, ``/shape/`` (TEI's field names in Cohere's envelope) and
+    ``/garbage/`` misbehave. Every request is kept in ``requests`` (path, Authorization header, body)."""
+
+    protocol_version = "HTTP/1.1"
+    requests: ClassVar[list[dict]] = []
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+        mode = self.path.strip("/").split("/")[0]
+        self.requests.append({"path": self.path, "authorization": self.headers.get("Authorization"), "body": body})
+        if mode == "garbage":
+            self._send(200, b"<html>502 Bad Gateway</html>", "text/html")
+            return
+        if mode == "error":
+            self._send(500, b'{"error": "CUDA out of memory"}')
+            return
+        if mode == "slow":
+            time.sleep(2)
+        field = "texts" if mode == "tei" else "documents"
+        unknown = sorted(set(body) - {"model", "query", "documents", "top_n"})
+        if field not in body or (unknown and mode != "tei"):
+            problem = f"missing field `{field}`" if field not in body else f"unknown field: parameter '{unknown[0]}'"
+            self._send(422, json.dumps({"message": problem}).encode())
+            return
+        words = set(re.findall(r"\w+", body["query"].lower()))
+        scores = [len(words & set(re.findall(r"\w+", text.lower()))) / max(len(words), 1) for text in body[field]]
+        ranked = sorted(range(len(scores)), key=lambda index: -scores[index])[: body.get("top_n")]
+        if mode == "tei":
+            self._send(200, json.dumps([{"index": index, "score": scores[index]} for index in ranked]).encode())
+            return
+        results = [{"index": index, "relevance_score": scores[index]} for index in ranked]
+        if mode == "short":
+            results.pop()
+        elif mode == "duplicate":
+            results[-1]["index"] = results[0]["index"]
+        elif mode == "outside":
+            results[-1]["index"] = len(scores)
+        elif mode == "nan":
+            results[0]["relevance_score"] = float("nan")
+        elif mode == "shape":
+            results = [{"index": result["index"], "score": result["relevance_score"]} for result in results]
+        reply = {"id": "r", "results": results, "meta": {"billed_units": {"search_units": 1}}}
+        self._send(200, json.dumps(reply).encode())
+
+    def _send(self, status: int, data: bytes, kind: str = "application/json") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def rerank_server() -> Iterator[str]:
+    """A :class:`RerankServer` on a free loopback port; yields its URL (append ``/MODE/v1/rerank``)."""
+    RerankServer.requests = []
+    with _serving(RerankServer) as url:
         yield url

@@ -122,11 +122,21 @@ class Cache:
 
 
 def retrieve_one(retriever: "PaperRetriever", question: Question, mode: str, depth: int, by_id: bool) -> dict:
-    """One question's ranked keys (document ids for BEIR, normalised titles otherwise) and its search time."""
+    """One question's ranked keys (document ids for BEIR, normalised titles otherwise) and its search time.
+
+    The top ``retrieval.top_k`` are exactly what a search returns (fusion normalises over what it retrieved, so a
+    deeper search fuses differently); deeper ranks, for recall@100, continue with the same retriever's deep list.
+    """
+    top_k = retriever.settings.retrieval.top_k
     started = time.perf_counter()
-    hits = retriever.search(question.text, depth, mode)  # type: ignore[arg-type]
+    hits = retriever.search(question.text, top_k, mode)  # type: ignore[arg-type]
     elapsed = time.perf_counter() - started
-    return {"ranked": [hit.paper_id if by_id else normalise_title(hit.title) for hit in hits], "latency_s": elapsed}
+    if depth > top_k:
+        deeper = "hybrid" if mode == "rerank" else mode
+        seen = {hit.paper_id for hit in hits}
+        hits += [hit for hit in retriever.search(question.text, depth, deeper) if hit.paper_id not in seen]  # type: ignore[arg-type]
+    ranked = [hit.paper_id if by_id else normalise_title(hit.title) for hit in hits[:depth]]
+    return {"ranked": ranked, "latency_s": elapsed}
 
 
 def scored_questions(questions: list[Question]) -> list[Question]:

@@ -22,7 +22,7 @@ from rag.eval.runners import code_version, index_version, run_answers, run_retri
 from rag.ingest import ingest
 from rag.settings import PROJECT_DIR, Settings
 
-RETRIEVERS = ["bm25", "dense", "hybrid"]
+RETRIEVERS = ["bm25", "dense", "hybrid", "rerank"]
 
 
 @dataclass(frozen=True)
