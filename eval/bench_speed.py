@@ -1,10 +1,14 @@
 """Speed benchmark of ingest and retrieval, as medians over repeated runs (not a timed test).
 
 Measures, each `--runs` times in fresh data folders:
-  * cold ingest of the bundled corpus as a user runs it (`rag ingest`, process start and model load included);
+  * cold ingest of the bundled corpus as a user runs it (`rag ingest`, process start, model load and the token-vector
+    pass that publishing runs for the rerank stage included);
   * re-ingest of the unchanged corpus (`rag ingest` again);
-  * the embedder's raw encode rate on exactly the texts ingest embeds, against the in-process ingest rate;
-  * in-process search latency per retriever at 231 papers and, with --scifact, at SciFact's 5,183 abstracts.
+  * the raw rate of ingest's two MiniLM passes on exactly its texts (the chunk vectors, then the rows' token vectors),
+    against the in-process ingest rate;
+  * in-process search latency per retriever at 231 papers and, with --scifact, at SciFact's 5,183 abstracts: the
+    default pipeline (rerank: hybrid, then the rerank stage), which the latency targets are for, and hybrid, dense and
+    BM25 alone for comparison.
 Writes eval/results/speed.{md,json,png}. Usage: .venv/bin/python eval/bench_speed.py [--scifact DIR] [--runs 3]
 """
 
@@ -24,15 +28,17 @@ from llama_index.core.schema import MetadataMode
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from rag import late_interaction
 from rag.corpus import BUNDLED_CORPUS, read_corpus
 from rag.embedding import LocalMiniLMEmbedding, build_embedder
 from rag.eval.datasets import load_beir, load_question_set
 from rag.eval.metrics import percentile
 from rag.ingest import ingest, make_splitter, paper_nodes
-from rag.retrieve import MODES, PaperRetriever
+from rag.retrieve import MODES, Mode, PaperRetriever
 from rag.settings import PROJECT_DIR, Settings
 
 RAG = str(Path(sys.executable).with_name("rag"))
+DEFAULT: Mode = "rerank"  # PaperRetriever.search's default, what `rag search` and answers run: the targets' mode
 TARGETS = {"cold_ingest_s": 60, "reingest_s": 5, "p50_ms_231": 50, "p50_ms_scifact": 150, "ingest_to_raw": 0.75}
 
 
@@ -43,26 +49,36 @@ def timed_cli(*args: str, data_dir: Path) -> float:
 
 
 def ingest_timings(runs: int) -> dict[str, list[float]]:
-    """Cold and warm CLI ingests, plus raw encode vs in-process ingest rates, in fresh folders."""
+    """Cold and warm CLI ingests, plus the raw rates of ingest's two MiniLM passes vs the in-process ingest rate, in
+    fresh folders. ``raw_papers_per_s`` is both passes together: what ingest would reach with no other work."""
     result: dict[str, list[float]] = {
         "cold_ingest_s": [],
         "reingest_s": [],
+        "embed_papers_per_s": [],
+        "token_pass_papers_per_s": [],
         "raw_papers_per_s": [],
         "ingest_papers_per_s": [],
     }
-    settings = Settings()
+    settings = Settings()  # type: ignore[call-arg]  # every field comes from config/default.toml
     embedder = build_embedder(settings)
     assert isinstance(embedder, LocalMiniLMEmbedding)
     splitter = make_splitter(settings)
     papers = list(read_corpus(BUNDLED_CORPUS))
-    texts = [node.get_content(MetadataMode.EMBED) for paper in papers for node in paper_nodes(paper, splitter, "v")]
+    nodes = [node for paper in papers for node in paper_nodes(paper, splitter, "v")]
+    texts = [node.get_content(MetadataMode.EMBED) for node in nodes]
     for run in range(runs):
         with tempfile.TemporaryDirectory() as cli_dir, tempfile.TemporaryDirectory() as lib_dir:
             result["cold_ingest_s"].append(timed_cli("ingest", "--json", data_dir=Path(cli_dir)))
             result["reingest_s"].append(timed_cli("ingest", "--json", data_dir=Path(cli_dir)))
             started = time.perf_counter()
             embedder.get_text_embedding_batch(texts)
-            result["raw_papers_per_s"].append(len(papers) / (time.perf_counter() - started))
+            embed_s = time.perf_counter() - started
+            started = time.perf_counter()
+            late_interaction.build(nodes, embedder)  # what publishing runs over the same rows
+            token_s = time.perf_counter() - started
+            result["embed_papers_per_s"].append(len(papers) / embed_s)
+            result["token_pass_papers_per_s"].append(len(papers) / token_s)
+            result["raw_papers_per_s"].append(len(papers) / (embed_s + token_s))
             started = time.perf_counter()
             ingest(BUNDLED_CORPUS, "seed", settings.model_copy(update={"data_dir": lib_dir}), progress=False)
             result["ingest_papers_per_s"].append(len(papers) / (time.perf_counter() - started))
@@ -91,19 +107,22 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=PROJECT_DIR / "eval" / "results")
     args = parser.parse_args()
 
-    report: dict[str, Any] = {"runs": args.runs, "cpu_count": os.cpu_count(), "targets": TARGETS}
+    report: dict[str, Any] = {
+        "runs": args.runs, "cpu_count": os.cpu_count(), "targets": TARGETS, "latency_targets_mode": DEFAULT,
+    }  # fmt: skip
     timings = ingest_timings(args.runs)
     report["ingest"] = {key: round(percentile(values, 50), 2) for key, values in timings.items()}
     ing = report["ingest"]
     ing["ingest_to_raw"] = round(ing["ingest_papers_per_s"] / ing["raw_papers_per_s"], 3)
 
     with tempfile.TemporaryDirectory() as data_dir:
-        settings = Settings(data_dir=data_dir)
+        settings = Settings(data_dir=data_dir)  # type: ignore[call-arg]
         ingest(BUNDLED_CORPUS, "seed", settings, progress=False)
         dev = [q.text for q in load_question_set(PROJECT_DIR / "eval" / "datasets" / "dev.jsonl")]
         series = {"231 papers": latencies(settings, dev, repeat=3)}
     if args.scifact:
-        scifact = Settings(collection="beir-scifact")  # the persistent data folder: ingested once, reused
+        # the persistent data folder: ingested once, reused
+        scifact = Settings(collection="beir-scifact")  # type: ignore[call-arg]
         ingest(args.scifact, "beir", scifact, progress=False)
         claims = [q.text for q in load_beir(args.scifact, "test")][:100]
         series["SciFact 5,183 papers"] = latencies(scifact, claims, repeat=1)
@@ -129,18 +148,34 @@ def main() -> None:
         "",
         "| measure | median | target |",
         "|---|---|---|",
-        f"| cold ingest of 231 papers, `rag ingest`, start-up included | {ing['cold_ingest_s']} s | ≤ 60 s |",
+        "| cold ingest of 231 papers, `rag ingest`, start-up and token-vector pass included "
+        f"| {ing['cold_ingest_s']} s | ≤ 60 s |",
         f"| re-ingest of the unchanged corpus, `rag ingest` | {ing['reingest_s']} s | ≤ 5 s |",
-        f"| embedder raw encode rate (same texts) | {ing['raw_papers_per_s']} papers/s | |",
+        f"| raw encode rate, chunk vectors (the texts ingest embeds) | {ing['embed_papers_per_s']} papers/s | |",
+        f"| raw rate, token-vector pass (`late_interaction.build`, same rows) | {ing['token_pass_papers_per_s']} "
+        "papers/s | |",
+        f"| raw rate, both MiniLM passes | {ing['raw_papers_per_s']} papers/s | |",
         f"| in-process ingest rate | {ing['ingest_papers_per_s']} papers/s | |",
-        f"| ingest / raw | {ing['ingest_to_raw']} | ≥ 0.75 |",
+        f"| ingest / raw (both passes) | {ing['ingest_to_raw']} | ≥ 0.75 |",
     ]
     for corpus, by_mode in report["latency_ms"].items():
         target = "≤ 50 ms" if corpus.startswith("231") else "≤ 150 ms"
-        for mode, stats in by_mode.items():
-            lines.append(
-                f"| search p50 / p95, {mode}, {corpus} | {stats['p50']} / {stats['p95']} ms | {target} (hybrid) |"
-            )
+        for mode in sorted(by_mode, key=lambda m: m != DEFAULT):
+            stats = by_mode[mode]
+            name, goal = (f"{mode} (default pipeline)", target) if mode == DEFAULT else (f"{mode} (comparison)", "")
+            lines.append(f"| search p50 / p95, {name}, {corpus} | {stats['p50']} / {stats['p95']} ms | {goal} |")
+    lines += [
+        "",
+        "Notes:",
+        "* Ingest now makes two MiniLM passes: the chunk vectors, then, when the index version is published, every "
+        "row's token vectors (title and each sentence, for the rerank stage: `rag/late_interaction.py`). The cold "
+        "ingest and the in-process rate include both, and `raw` is both passes' encode time, so `ingest / raw` still "
+        "measures what everything else costs (chunking, Chroma, BM25, the manifest). The re-ingest of an unchanged "
+        "corpus publishes nothing, so it runs neither pass.",
+        f"* The search targets are for the default pipeline, `{DEFAULT}`: hybrid search for the top "
+        "`retrieval.rerank_depth` papers, then the rerank stage (`retrieval.reranker`), with the models loaded. "
+        "Hybrid, dense and BM25 alone are shown for comparison.",
+    ]
     (args.out / "speed.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -66,15 +66,20 @@ def collect(retriever: PaperRetriever, questions: list[Question], by_id: bool, l
     return out
 
 
-def ranked(candidates: Candidates, weight: float | None, depth: int) -> list[str]:
+def ranked(candidates: Candidates, weight: float | None, depth: int, combine: str = "scores") -> list[str]:
     """The keys reordered: ``weight`` of coverage mixed with the fused score over the top ``depth`` (None: the
-    fused top 10, as hybrid search returns it)."""
+    fused top 10, as hybrid search returns it); ``combine`` mixes min-max normalised scores, or reciprocal ranks."""
     if weight is None:
         return candidates.keys(candidates.fused[10])
     hits = candidates.fused[depth]
     fused = np.array([hit.score for hit in hits])
     coverage = np.array([candidates.coverage[hit.paper_id] for hit in hits])
-    mixed = weight * min_max(coverage) + (1 - weight) * min_max(fused)
+    if combine == "ranks":
+        by_coverage = np.empty(len(hits))
+        by_coverage[np.argsort(-coverage, kind="stable")] = np.arange(len(hits))
+        mixed = weight / (60 + by_coverage) + (1 - weight) / (60 + np.arange(len(hits)))
+    else:
+        mixed = weight * min_max(coverage) + (1 - weight) * min_max(fused)
     return candidates.keys([hits[i] for i in np.argsort(-mixed, kind="stable")])
 
 
@@ -137,12 +142,13 @@ def main() -> None:
     }  # fmt: skip
     pools = {name: collect(r, qs, by_id, name) for name, (r, qs, by_id) in sets.items()}
 
-    grid: list[tuple[str, float | None, int]] = [("hybrid (fusion only)", None, 10)]
-    grid += [(f"coverage × {w}, top {d}", w, d) for w in WEIGHTS for d in DEPTHS]
+    grid: list[tuple[str, float | None, int, str]] = [("hybrid (fusion only)", None, 10, "scores")]
+    grid += [(f"coverage × {w}, top {d}", w, d, "scores") for w in WEIGHTS for d in DEPTHS]
+    grid += [(f"reciprocal ranks, coverage × {w}, top 40", w, 40, "ranks") for w in (0.5, 0.7)]
     table: dict[str, dict[str, dict[str, float]]] = {}
-    for name, weight, depth in grid:
+    for name, weight, depth, combine in grid:
         table[name] = {
-            suite: figures([ranked(c, weight, depth) for c in pool], [c.question for c in pool])
+            suite: figures([ranked(c, weight, depth, combine) for c in pool], [c.question for c in pool])
             for suite, pool in pools.items()
         }
     chosen = max((name for name, *_ in grid), key=lambda n: statistics.fmean(table[n][s]["ndcg@10"] for s in CHOOSE_ON))
@@ -213,7 +219,7 @@ def rewrite_section(settings: Settings, retriever: PaperRetriever, pools: dict[s
 
 def plot(
     table: dict[str, dict[str, dict[str, float]]],
-    grid: list[tuple[str, float | None, int]],
+    grid: list[tuple[str, float | None, int, str]],
     pools: dict[str, list[Candidates]],
     path: Path,
 ) -> None:
@@ -225,9 +231,9 @@ def plot(
 
     figure, axes = plt.subplots(figsize=(7, 4.5))
     for suite in pools:
-        xs = [0.0] + [w for _, w, d in grid if w is not None and d == 40]
-        ys = [table[grid[0][0]][suite]["ndcg@10"]]
-        ys += [table[name][suite]["ndcg@10"] for name, w, d in grid if w is not None and d == 40]
+        curve = [(w, name) for name, w, d, how in grid if w is not None and d == 40 and how == "scores"]
+        xs = [0.0] + [w for w, _ in curve]
+        ys = [table[grid[0][0]][suite]["ndcg@10"]] + [table[name][suite]["ndcg@10"] for _, name in curve]
         style = "--" if suite in REPORT_ON else "-"
         axes.plot(xs, ys, style, marker="o", label=suite + (" (reported only)" if suite in REPORT_ON else ""))
     axes.set_xlabel("coverage weight in the mix (0 = fusion only), top 40 reordered")

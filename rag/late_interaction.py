@@ -4,8 +4,8 @@ token by token against forty papers in milliseconds instead of running MiniLM ov
 Each row (title and chunk) is encoded sentence by sentence with the bundled MiniLM, as the relevance gate does. Only
 the tokens a question can weigh are kept (no stopwords, no punctuation), one vector per distinct wordpiece of a row
 (its occurrences averaged), projected onto the collection's top 128 principal directions and stored as int8: about
-160 vectors and 20 KB a paper. On the dev set neither the pruning nor the projection moved the rerank's nDCG@10
-(eval/results/rerank.md). A republish reuses the vectors of rows whose text has not changed.
+120-160 vectors and 15-20 KB a paper, memory-mapped by readers. On the dev set neither the pruning nor the projection
+moved the rerank's nDCG@10. A republish encodes only the rows whose text has changed.
 """
 
 import hashlib
@@ -21,9 +21,11 @@ from rag.embedding import LocalMiniLMEmbedding, TokenStates
 from rag.keyword_index import STOPWORDS
 from rag.text import split_sentences
 
-TOKENS_FILE = "tokens.npz"
+TOKENS_FILE = "tokens.npz"  # row keys, offsets and the projection
+CODES_FILE = "token_codes.npy"  # the int8 vectors, memory-mapped by readers
 DIMENSIONS = 128  # principal directions kept; 64 lost 0.006 nDCG@10 on dev, 128 lost nothing
-_SAMPLE = 50_000  # token vectors the projection is fitted on
+_SAMPLE = 50_000  # token vectors the projection is fitted on (the first rows' tokens)
+_ENOUGH = 2_000  # a projection fitted on fewer (under ~15 abstracts) is refitted by the next build
 _BATCH = 32  # rows encoded per forward pass
 _STOP = frozenset(word.lower() for word in STOPWORDS)
 
@@ -66,9 +68,10 @@ class TokenVectors:
     keys: np.ndarray  # row_key per row
     paper_ids: np.ndarray  # the paper each row belongs to
     offsets: np.ndarray  # row i's vectors are codes[offsets[i]:offsets[i + 1]]
-    codes: np.ndarray  # int8, unit vectors × 127
+    codes: np.ndarray  # int8, unit vectors × 127; memory-mapped when loaded
     mean: np.ndarray  # the projection: (v - mean) @ basis, then unit length
     basis: np.ndarray
+    fitted_on: int  # token vectors the projection was fitted on
 
     def project(self, vectors: np.ndarray) -> np.ndarray:
         return _unit((vectors - self.mean) @ self.basis)
@@ -87,15 +90,18 @@ class TokenVectors:
         return np.concatenate(parts).astype(np.float32) / 127.0
 
     def save(self, folder: Path) -> None:
+        np.save(folder / CODES_FILE, self.codes)
         np.savez(
             folder / TOKENS_FILE, keys=self.keys, paper_ids=self.paper_ids, offsets=self.offsets,
-            codes=self.codes, mean=self.mean, basis=self.basis,
+            mean=self.mean, basis=self.basis, fitted_on=np.array(self.fitted_on),
         )  # fmt: skip
 
     @classmethod
     def load(cls, folder: Path) -> "TokenVectors":
         with np.load(folder / TOKENS_FILE) as data:
-            return cls(**{name: data[name] for name in data.files})
+            arrays = {name: data[name] for name in data.files}
+        codes = np.load(folder / CODES_FILE, mmap_mode="r")  # read as searches touch it: RSS stays small
+        return cls(**arrays | {"codes": codes, "fitted_on": int(arrays["fitted_on"])})
 
 
 def build(
@@ -104,14 +110,19 @@ def build(
     previous: TokenVectors | None = None,
     progress: bool = False,
 ) -> TokenVectors:
-    """The token vectors of every row. When the previous version holds at least half of the rows (same key), their
-    codes and its projection are kept and only the other rows are encoded; otherwise every row is encoded and the
-    projection refitted, so it follows a collection that has changed."""
+    """The token vectors of every row, encoding only the rows the previous version does not hold (same key).
+
+    The previous version's projection is kept when it was fitted on enough tokens; otherwise (a first build, or a
+    tiny previous collection) every row is encoded and the projection is fitted on the first rows' tokens. Rows are
+    quantised batch by batch, so memory stays flat at any size.
+    """
     keys = [row_key(node) for node in nodes]
-    old = {str(key): i for i, key in enumerate(previous.keys.tolist())} if previous is not None else {}
-    reuse = previous is not None and 2 * sum(key in old for key in keys) >= len(keys)
-    todo = [i for i, key in enumerate(keys) if not (reuse and key in old)]
-    encoded: dict[int, np.ndarray] = {}
+    reuse = previous is not None and previous.fitted_on >= _ENOUGH
+    old = {str(key): i for i, key in enumerate(previous.keys.tolist())} if reuse and previous is not None else {}
+    projection = (previous.mean, previous.basis, previous.fitted_on) if reuse and previous is not None else None
+    todo = [i for i, key in enumerate(keys) if key not in old]
+    codes: dict[int, np.ndarray] = {}
+    pending: list[tuple[int, np.ndarray]] = []  # encoded rows waiting for the projection to be fitted
     with tqdm(total=len(todo), unit="row", desc="token vectors", disable=None if progress else True) as bar:
         for start in range(0, len(todo), _BATCH):
             batch = todo[start : start + _BATCH]
@@ -119,23 +130,22 @@ def build(
             _, states = embedder.encode_with_tokens([text for row in texts for text in row])
             at = 0
             for i, row in zip(batch, texts, strict=True):
-                encoded[i] = distinct_pieces(states[at : at + len(row)])
+                pending.append((i, distinct_pieces(states[at : at + len(row)])))
                 at += len(row)
+            last = start + _BATCH >= len(todo)
+            if projection is None and (last or sum(len(run) for _, run in pending) >= _SAMPLE):
+                sample = np.concatenate([run for _, run in pending])
+                projection = (*fit_projection(sample), len(sample))
+            if projection is not None:
+                mean, basis, _ = projection
+                codes |= {i: np.round(_unit((run - mean) @ basis) * 127).astype(np.int8) for i, run in pending}
+                pending.clear()
             bar.update(len(batch))
-    if reuse and previous is not None:
-        mean, basis = previous.mean, previous.basis
-    else:
-        mean, basis = fit_projection(np.concatenate([encoded[i] for i in range(len(keys))]))
-    runs = []
-    for i, key in enumerate(keys):
-        if i in encoded:
-            runs.append(np.round(_unit((encoded[i] - mean) @ basis) * 127).astype(np.int8))
-        else:
-            assert previous is not None
-            j = old[key]
-            runs.append(previous.codes[previous.offsets[j] : previous.offsets[j + 1]])
+    assert projection is not None  # rows to encode, or a projection kept
+    runs = [codes[i] if i in codes else _run(previous, old[key]) for i, key in enumerate(keys)]
     offsets = np.zeros(len(runs) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum([len(run) for run in runs])
+    mean, basis, fitted_on = projection
     return TokenVectors(
         keys=np.array(keys),
         paper_ids=np.array([str(node.metadata.get("paper_id")) for node in nodes]),
@@ -143,18 +153,21 @@ def build(
         codes=np.concatenate(runs) if runs else np.zeros((0, DIMENSIONS), dtype=np.int8),
         mean=mean,
         basis=basis,
+        fitted_on=fitted_on,
     )
 
 
+def _run(vectors: TokenVectors | None, row: int) -> np.ndarray:
+    assert vectors is not None
+    return np.asarray(vectors.codes[vectors.offsets[row] : vectors.offsets[row + 1]])
+
+
 def fit_projection(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The mean and top principal directions of the token vectors (a fixed sample, so large collections stay fast)."""
-    sample = vectors[:: max(1, len(vectors) // _SAMPLE)]
-    mean = sample.mean(axis=0).astype(np.float32)
-    _, _, directions = np.linalg.svd(sample - mean, full_matrices=False)
-    basis = np.zeros((384, DIMENSIONS), dtype=np.float32)  # a tiny collection has fewer directions than that
-    kept = directions[:DIMENSIONS].T
-    basis[:, : kept.shape[1]] = kept
-    return mean, basis
+    """The mean and top principal directions of the token vectors (eigenvectors of their 384×384 covariance)."""
+    mean = vectors.mean(axis=0).astype(np.float32)
+    centred = vectors - mean
+    _, eigenvectors = np.linalg.eigh(centred.T @ centred)
+    return mean, np.ascontiguousarray(eigenvectors[:, ::-1][:, :DIMENSIONS]).astype(np.float32)
 
 
 def coverage(question: np.ndarray, weights: np.ndarray, paper: np.ndarray) -> float:

@@ -134,7 +134,7 @@ def test_a_suite_writes_a_complete_report_and_resumes_from_its_cache(bundled_dat
     } <= names
     saved = json.loads((out / "results.json").read_text())
     assert saved["questions"] == 5 and saved["git_commit"] and saved["versions"]["chromadb"]
-    assert set(saved["retrieval"]) == {"bm25", "dense", "hybrid"} and "none" in saved["answers"]
+    assert set(saved["retrieval"]) == {"bm25", "dense", "hybrid", "rerank"} and "none" in saved["answers"]
     assert saved["settings"]["api_key"] == "**********"  # secrets are written masked
     assert "sk-eval-secret" not in (out / "results.json").read_text() + (out / "report.md").read_text()
     report = (out / "report.md").read_text()

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from rag import keyword_index, late_interaction
+from rag.corpus import BUNDLED_CORPUS, read_corpus
 from rag.embedding import LocalMiniLMEmbedding
 from rag.errors import BadInput
 from rag.eval.suites import evaluate_retrieval
@@ -96,8 +97,11 @@ def test_reranker_none_keeps_the_fused_order(bundled: PaperRetriever, bundled_da
 
 
 def test_a_republish_encodes_only_the_rows_it_has_not_seen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    papers = [
+        {"id": f"p{i}", "title": p.title, "abstract": p.abstract} for i, p in enumerate(read_corpus(BUNDLED_CORPUS))
+    ]
     settings = make_settings(tmp_path / "data")
-    ingest(write_jsonl(tmp_path / "a.jsonl", synthetic_papers(12)), "jsonl", settings, progress=False)
+    ingest(write_jsonl(tmp_path / "a.jsonl", papers[:20]), "jsonl", settings, progress=False)
     first = PaperRetriever(settings).keywords.tokens
     encoded: list[str] = []
     original = LocalMiniLMEmbedding.encode_with_tokens
@@ -107,15 +111,16 @@ def test_a_republish_encodes_only_the_rows_it_has_not_seen(tmp_path: Path, monke
         return original(self, texts)
 
     monkeypatch.setattr(LocalMiniLMEmbedding, "encode_with_tokens", counting)
-    ingest(write_jsonl(tmp_path / "b.jsonl", synthetic_papers(14)), "jsonl", settings, progress=False)
+    ingest(write_jsonl(tmp_path / "b.jsonl", papers[:22]), "jsonl", settings, progress=False)
     second = PaperRetriever(settings).keywords.tokens
-    titles = {paper["title"] for paper in synthetic_papers(14)}
-    assert titles & set(encoded) == {paper["title"] for paper in synthetic_papers(2, start=12)}
+    titles = {paper["title"] for paper in papers[:22]}
+    assert titles & set(encoded) == {paper["title"] for paper in papers[20:22]}  # the token pass saw only the new
+    assert np.array_equal(second.basis, first.basis)  # the projection is kept
     rows = first.rows_of()
     for paper_id, again in second.rows_of().items():
         if paper_id in rows:  # an unchanged row keeps its codes exactly
             assert np.array_equal(first.paper_vectors(rows[paper_id]), second.paper_vectors(again))
-    assert second.basis.shape == (384, late_interaction.DIMENSIONS)
+    assert len(second.rows_of()) == 22 and second.basis.shape == (384, late_interaction.DIMENSIONS)
 
 
 def test_a_damaged_token_file_asks_for_a_reingest(tmp_path: Path) -> None:
