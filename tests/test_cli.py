@@ -30,7 +30,7 @@ def test_ingest_stats_and_search_follow_the_json_contract(small_corpus: Path, tm
     found = cli("search", "protein folding", "-k", "3", "--json")
     hits = json.loads(found.stdout)
     assert [hit["rank"] for hit in hits] == [1, 2, 3]
-    assert set(hits[0]) == {"rank", "paper_id", "title", "score", "text"}
+    assert set(hits[0]) == {"rank", "paper_id", "title", "score", "text", "rerank_score"}
     assert "protein folding" in hits[0]["title"]
 
     batch = write_jsonl(
