@@ -60,7 +60,8 @@ def test_kill_9_mid_ingest_then_rerun_gives_exact_counts(
     partial = client.get_collection(COLLECTION).count()
     assert kill_at <= partial < total
 
-    report = json.loads(run_rag("ingest", str(corpus), "--json", env=env).stdout)
+    # the resumed ingest publishes the first index version, token vectors of every row included
+    report = json.loads(run_rag("ingest", str(corpus), "--json", env=env, timeout=900).stdout)
     assert (report["papers"], report["chunks"]) == (total, total)
     assert report["added"] + report["skipped"] == total and report["skipped"] >= kill_at - 8
     ids = client.get_collection(COLLECTION).get(include=[])["ids"]
