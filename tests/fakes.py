@@ -11,10 +11,24 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 
 
-class MisbehavingChatServer(BaseHTTPRequestHandler):
-    """An OpenAI-compatible endpoint that is slow, answers garbage, fails, or dies mid-answer, per the path."""
+class _FakeHandler(BaseHTTPRequestHandler):
+    """A loopback API for tests: HTTP/1.1, no request log, one way to send a whole reply."""
 
     protocol_version = "HTTP/1.1"
+
+    def _send(self, status: int, data: bytes, kind: str = "application/json") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class MisbehavingChatServer(_FakeHandler):
+    """An OpenAI-compatible endpoint that is slow, answers garbage, fails, or dies mid-answer, per the path."""
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
@@ -34,19 +48,9 @@ class MisbehavingChatServer(BaseHTTPRequestHandler):
         if mode == "slow":
             time.sleep(6)
         if mode == "error":
-            self.send_response(500)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+            self._send(500, b"")
             return
-        body = b"data: {this is not json\n\ndata: [DONE]\n\n"
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self._send(200, b"data: {this is not json\n\ndata: [DONE]\n\n", "text/event-stream")
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -73,12 +77,11 @@ def misbehaving_chat_server() -> Iterator[str]:
         yield url
 
 
-class VerdictChatServer(BaseHTTPRequestHandler):
+class VerdictChatServer(_FakeHandler):
     """An OpenAI-compatible judge that writes "Yes" and, under ``/logprobs/``, also lists first-token log-probabilities
     that favour "No" (under ``/plain/`` it lists none, as many servers do): which one a verdict followed shows which
     judge made it. Every request body is kept in ``requests``."""
 
-    protocol_version = "HTTP/1.1"
     requests: ClassVar[list[dict]] = []
 
     def do_POST(self) -> None:
@@ -91,7 +94,7 @@ class VerdictChatServer(BaseHTTPRequestHandler):
             pieces = [{"id": "v", "object": "chat.completion.chunk", "created": 0, "model": body["model"],
                        "choices": [{"index": 0, "delta": {"content": "Yes"}, "finish_reason": None}]}]  # fmt: skip
             payload = "".join(f"data: {json.dumps(piece)}\n\n" for piece in pieces) + "data: [DONE]\n\n"
-            self._send(payload.encode(), "text/event-stream")
+            self._send(200, payload.encode(), "text/event-stream")
             return
         logprobs = (
             {"content": [{"token": "No", "logprob": -0.3, "bytes": None, "top_logprobs": top}]} if listed else None
@@ -99,17 +102,7 @@ class VerdictChatServer(BaseHTTPRequestHandler):
         reply = {"id": "v", "object": "chat.completion", "created": 0, "model": body["model"],
                  "choices": [{"index": 0, "message": {"role": "assistant", "content": "No" if listed else "Yes"},
                               "finish_reason": "length", "logprobs": logprobs}]}  # fmt: skip
-        self._send(json.dumps(reply).encode(), "application/json")
-
-    def _send(self, data: bytes, kind: str) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self._send(200, json.dumps(reply).encode())
 
 
 @contextmanager
@@ -121,7 +114,7 @@ def verdict_chat_server() -> Iterator[str]:
         yield url
 
 
-class RerankServer(BaseHTTPRequestHandler):
+class RerankServer(_FakeHandler):
     """The ``/rerank`` API for real, scoring a document by the share of the query's words it contains and answering
     best first, as servers do. The path's first part picks the server: ``/cohere/`` speaks the Cohere shape (and, like
     Cohere, refuses fields it does not know), ``/tei/`` speaks text-embeddings-inference's (documents as ``texts``, a
@@ -129,7 +122,6 @@ class RerankServer(BaseHTTPRequestHandler):
     ``/outside/`` (an index past the end), ``/nan/``, ``/shape/`` (TEI's field names in Cohere's envelope) and
     ``/garbage/`` misbehave. Every request is kept in ``requests`` (path, Authorization header, body)."""
 
-    protocol_version = "HTTP/1.1"
     requests: ClassVar[list[dict]] = []
 
     def do_POST(self) -> None:
@@ -169,16 +161,6 @@ class RerankServer(BaseHTTPRequestHandler):
             results = [{"index": result["index"], "score": result["relevance_score"]} for result in results]
         reply = {"id": "r", "results": results, "meta": {"billed_units": {"search_units": 1}}}
         self._send(200, json.dumps(reply).encode())
-
-    def _send(self, status: int, data: bytes, kind: str = "application/json") -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:
-        pass
 
 
 @contextmanager
