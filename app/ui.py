@@ -16,10 +16,10 @@ import gradio as gr
 
 from rag.answer import Answer, Draft, EvidenceReady, Fallback, Final, Quotes, Sentence, final_answer, paper_lines
 from rag.assistant import Assistant
-from rag.corpus import arxiv_id
 from rag.errors import BadInput, EmptyCollection, ServiceUnavailable
 from rag.evidence import Evidence, Source
 from rag.model_files import LOCAL_CHAT_MODELS
+from rag.readers import arxiv_id
 from rag.text import CITATION, cited_numbers
 
 EXAMPLES = [

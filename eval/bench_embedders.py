@@ -73,7 +73,7 @@ def site_packages() -> Path:
 def bundled_texts() -> list[str]:
     """The bundled corpus as the indexer embeds it: title, a blank line, abstract."""
     sys.path.insert(0, str(ROOT))
-    from rag.corpus import BUNDLED_CORPUS, read_corpus
+    from rag.readers import BUNDLED_CORPUS, read_corpus
 
     return [f"{paper.title}\n\n{paper.abstract}" for paper in read_corpus(BUNDLED_CORPUS)]
 

@@ -39,11 +39,11 @@ from serving import free_port, start_serve, wait_until_up
 
 import rag.ingest
 from rag import late_interaction
-from rag.corpus import BUNDLED_CORPUS, Paper, read_corpus
 from rag.embedding import TokenStates, local_embedder, minilm_tokenizer
 from rag.eval.datasets import load_question_set
 from rag.eval.metrics import percentile
 from rag.ingest import ingest, make_splitter, paper_nodes
+from rag.readers import BUNDLED_CORPUS, Paper, read_corpus
 from rag.retrieve import MODES, PaperRetriever
 from rag.settings import PROJECT_DIR, Settings
 

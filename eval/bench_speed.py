@@ -29,11 +29,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from rag import late_interaction
-from rag.corpus import BUNDLED_CORPUS, read_corpus
 from rag.embedding import LocalMiniLMEmbedding, build_embedder
 from rag.eval.datasets import load_beir, load_question_set
 from rag.eval.metrics import percentile
 from rag.ingest import ingest, make_splitter, paper_nodes
+from rag.readers import BUNDLED_CORPUS, read_corpus
 from rag.retrieve import MODES, Mode, PaperRetriever
 from rag.settings import PROJECT_DIR, Settings
 

@@ -24,11 +24,11 @@ import numpy as np
 from tqdm import tqdm
 
 from rag.asked import asked
-from rag.corpus import BUNDLED_CORPUS, normalise_title
 from rag.eval.datasets import Question, load_question_set
 from rag.evidence import EvidenceFinder, admit, sentences_of, states_a
 from rag.evidence import Scored as CandidateScores
 from rag.ingest import ingest
+from rag.readers import BUNDLED_CORPUS, normalise_title
 from rag.retrieve import Hit
 from rag.settings import PROJECT_DIR, AnswerSettings, Settings
 

@@ -16,10 +16,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from rag.corpus import BUNDLED_CORPUS, normalise_title
 from rag.eval.datasets import load_question_set
 from rag.evidence import EvidenceFinder, admit
 from rag.ingest import ingest
+from rag.readers import BUNDLED_CORPUS, normalise_title
 from rag.settings import PROJECT_DIR, AnswerSettings, Settings
 
 PRECISION_BAR, FOLDS, POOLS = 0.85, 5, 3

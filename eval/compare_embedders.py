@@ -40,12 +40,12 @@ import numpy as np
 from llama_index.core.schema import MetadataMode
 
 from rag.cli import load_settings
-from rag.corpus import BUNDLED_CORPUS, normalise_title, read_corpus
 from rag.embedding import local_embedder
 from rag.eval.datasets import Question, load_beir, load_question_set
 from rag.eval.metrics import DEPTH, retrieval_summary
 from rag.eval.runners import scored_questions
 from rag.ingest import make_splitter, paper_nodes
+from rag.readers import BUNDLED_CORPUS, normalise_title, read_corpus
 from rag.retrieve import PaperRetriever
 from rag.settings import PROJECT_DIR, Settings
 

@@ -24,10 +24,10 @@ from typing import Any, cast
 
 import numpy as np
 
-from rag.corpus import BUNDLED_CORPUS, normalise_title, read_corpus
 from rag.embedding import LocalMiniLMEmbedding, TokenStates
 from rag.evidence import EvidenceFinder, Source
 from rag.ingest import ingest
+from rag.readers import BUNDLED_CORPUS, normalise_title, read_corpus
 from rag.settings import PROJECT_DIR, Settings
 from rag.support import Support, SupportChecker
 

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from rag.corpus import normalise_title
 from rag.eval.datasets import Question, load_beir, load_question_set
 from rag.eval.metrics import ndcg_at, percentile, recall_at
 from rag.ingest import ingest
+from rag.readers import normalise_title
 from rag.rerank import min_max
 from rag.retrieve import Hit, PaperRetriever
 from rag.settings import PROJECT_DIR, Settings

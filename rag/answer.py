@@ -135,6 +135,8 @@ def source_json(source: Source) -> dict[str, Any]:
         "authors": list(source.authors),
         "year": source.year,
         "url": source.url,
+        "venue": source.venue,
+        "doi": source.doi,
     }
 
 

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 from pydantic import ValidationError
 
-from rag.corpus import BUNDLED_CORPUS, FORMATS
 from rag.errors import BadInput, ServiceUnavailable, storage_problem
+from rag.readers import BUNDLED_CORPUS, FORMATS
 from rag.settings import Settings
 
 if TYPE_CHECKING:
@@ -96,25 +96,24 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print machin
 @click.argument("path", required=False, type=click.Path(path_type=Path))
 @click.option("--format", "fmt", default="auto", help=f"Corpus format: {'|'.join(FORMATS)}.")
 @click.option("--prune", is_flag=True, help="Also remove the collection's papers that PATH no longer holds.")
+@click.option("--strict", is_flag=True, help="Fail on a malformed entry instead of skipping and reporting it.")
 @collection_option
 @json_option
 @handle_errors
-def ingest(path: Path | None, fmt: str, prune: bool, collection: str | None, as_json: bool) -> None:
+def ingest(path: Path | None, fmt: str, prune: bool, strict: bool, collection: str | None, as_json: bool) -> None:
     """Ingest a corpus file (default: the bundled trending-papers corpus)."""
     from rag.ingest import ingest as run_ingest
 
     if fmt not in FORMATS:
         raise BadInput(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
     settings = load_settings(collection)
-    report = run_ingest(path or BUNDLED_CORPUS, fmt, settings, prune=prune)
+    report = run_ingest(path or BUNDLED_CORPUS, fmt, settings, prune=prune, strict=strict)
+    for problem in report.problems:
+        click.echo(f"rag: warning: skipped {problem} (--strict fails instead)", err=True)
     if as_json:
         emit(report.as_dict())
-    else:
-        click.echo(
-            f"{report.papers} papers ({report.added} added, {report.updated} updated, {report.skipped} unchanged, "
-            f"{report.removed} removed, {report.duplicates} duplicates dropped), {report.chunks} chunks in "
-            f"{report.collection!r} [{report.embedder}] in {report.seconds:.1f} s"
-        )
+        return
+    click.echo(report.summary())
 
 
 @cli.command()

@@ -38,6 +38,9 @@ class Source:
     year: int | None = None
     positions: list[int] = field(default_factory=list)  # where each quoted sentence sits among the abstract's
     best: str = ""  # the sentence closest to the question
+    venue: str | None = None
+    doi: str | None = None
+    kind: str | None = None  # BibTeX entry type, when the paper came from a reference manager
 
     @property
     def quote(self) -> str:
@@ -260,6 +263,7 @@ class EvidenceFinder:
             return Source(
                 n, item.hit.paper_id, item.hit.title, round(item.relevance, 4), [r.text for r in quoted],
                 meta.get("url"), item.abstract, authors, year, [r.position for r in quoted], item.ranked[0].text,
+                venue=meta.get("venue"), doi=meta.get("doi"), kind=meta.get("kind"),
             )  # fmt: skip
 
         if admitted and wanted.wants_fact and not self.states_asked_fact(wanted.kind, admitted):

@@ -9,7 +9,7 @@ with the same chunk count counts, and so does an earlier run that died before pu
 
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import Any, cast
@@ -23,8 +23,8 @@ from llama_index.vector_stores.chroma import ChromaVectorStore
 from tqdm import tqdm
 
 from rag import keyword_index
-from rag.corpus import Paper, read_corpus
 from rag.embedding import build_embedder, embedder_id, local_embedder
+from rag.readers import Paper, Skipped, read_corpus, read_entries
 from rag.settings import Settings
 from rag.store import (
     PaperState,
@@ -52,9 +52,25 @@ class IngestReport:
     removed: int
     embedder: str
     seconds: float
+    skipped_no_abstract: int = 0  # reference-manager entries without an abstract: nothing to search or cite
+    skipped_malformed: int = 0
+    problems: list[str] = field(default_factory=list)  # "file:line: what" for each malformed entry skipped
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def summary(self) -> str:
+        """What the command line and the UI report after an ingest."""
+        lines = [
+            f"{self.papers} papers ({self.added} added, {self.updated} updated, {self.skipped} unchanged, "
+            f"{self.removed} removed, {self.duplicates} duplicates dropped), {self.chunks} chunks in "
+            f"{self.collection!r} [{self.embedder}] in {self.seconds:.1f} s"
+        ]
+        if self.skipped_no_abstract:
+            lines.append(f"{self.skipped_no_abstract} entries without an abstract skipped (nothing to search or cite)")
+        if self.skipped_malformed:
+            lines.append(f"{self.skipped_malformed} malformed entries skipped (listed above; --strict fails instead)")
+        return "\n".join(lines)
 
 
 def make_splitter(settings: Settings) -> SentenceSplitter:
@@ -81,6 +97,9 @@ def paper_nodes(paper: Paper, splitter: SentenceSplitter, version: str) -> list[
         base["url"] = paper.url
     if paper.authors:
         base["authors"] = "; ".join(paper.authors)
+    for key in ("venue", "doi", "kind"):
+        if value := getattr(paper, key):
+            base[key] = value
     if paper.categories:
         base["categories"] = " ".join(paper.categories)
         base.update({f"cat:{category}": 1 for category in paper.categories})  # filterable flags
@@ -114,10 +133,13 @@ def _unique(papers: Iterable[Paper], seen: set[str]) -> Iterator[Paper]:
             yield paper
 
 
-def ingest(path: Path, fmt: str, settings: Settings, progress: bool = True, prune: bool = False) -> IngestReport:
+def ingest(
+    path: Path, fmt: str, settings: Settings, progress: bool = True, prune: bool = False, strict: bool = False
+) -> IngestReport:
     """Ingest a corpus file; with ``prune``, also remove the collection's papers the file no longer holds. A malformed
     file, or settings whose embedder or chunking differ from the collection's, are rejected before the store is
-    touched."""
+    touched. A malformed entry among good ones in a reference-manager export is skipped and reported, unless
+    ``strict``."""
     started = time.perf_counter()
     stored = open_collection(settings)
     if stored is not None:
@@ -125,9 +147,13 @@ def ingest(path: Path, fmt: str, settings: Settings, progress: bool = True, prun
     # Pass 1 validates the whole file (streaming), so bad input never leaves a half-ingested store.
     total = 0
     ids: set[str] = set()
-    for paper in read_corpus(path, fmt):
+    passed_over: list[Skipped] = []
+    for entry in read_entries(path, fmt, strict):
+        if isinstance(entry, Skipped):
+            passed_over.append(entry)
+            continue
         total += 1
-        ids.add(paper.paper_id)
+        ids.add(entry.paper_id)
 
     embedder: BaseEmbedding | None = None  # loaded only when something needs embedding: re-ingests stay fast
     splitter = make_splitter(settings)
@@ -188,6 +214,9 @@ def ingest(path: Path, fmt: str, settings: Settings, progress: bool = True, prun
         removed=len(removed),
         embedder=stored.info.embedder.id if stored else embedder_id(settings),
         seconds=round(time.perf_counter() - started, 2),
+        skipped_no_abstract=sum(entry.reason == "no_abstract" for entry in passed_over),
+        skipped_malformed=sum(entry.reason == "malformed" for entry in passed_over),
+        problems=[str(entry) for entry in passed_over if entry.reason == "malformed"],
     )
 
 

@@ -107,6 +107,7 @@ class ServerSettings(_Section):
     ui_auth: SecretStr
     concurrency: int = Field(ge=1)
     model_wait_s: float = Field(gt=0)
+    max_upload_mb: float = Field(gt=0)
 
     def ui_logins(self) -> list[tuple[str, str]]:
         """The "user:password" pairs of ``ui_auth``."""

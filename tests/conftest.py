@@ -17,9 +17,9 @@ import httpx
 import pytest
 from click.testing import CliRunner, Result
 
-from rag.corpus import BUNDLED_CORPUS
 from rag.ingest import ingest
 from rag.model_files import model_path
+from rag.readers import BUNDLED_CORPUS
 from rag.settings import Settings
 
 RAG = str(Path(sys.executable).with_name("rag"))

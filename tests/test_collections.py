@@ -13,9 +13,9 @@ from llama_index.core.schema import MetadataMode
 from llama_index.vector_stores.chroma import ChromaVectorStore
 
 from rag.cli import cli
-from rag.corpus import read_corpus
 from rag.embedding import build_embedder
 from rag.ingest import ingest, make_splitter, paper_nodes
+from rag.readers import read_corpus
 from rag.retrieve import PaperRetriever
 from rag.settings import Settings
 from tests.conftest import make_settings, run_rag, synthetic_papers, write_jsonl

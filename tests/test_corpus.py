@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from rag.corpus import BUNDLED_CORPUS, Paper, arxiv_id, normalise_title, read_corpus, sniff_format, title_id
 from rag.errors import CorpusError
+from rag.readers import BUNDLED_CORPUS, Paper, arxiv_id, normalise_title, read_corpus, sniff_format, title_id
 from tests.conftest import write_jsonl
 
 

@@ -10,12 +10,12 @@ import pytest
 from click.testing import CliRunner
 
 from rag.cli import cli
-from rag.corpus import BUNDLED_CORPUS, normalise_title, read_corpus
 from rag.errors import BadInput
 from rag.eval.datasets import Question, load_beir, load_question_set
 from rag.eval.metrics import paper_metrics, retrieval_summary
 from rag.eval.suites import evaluate_retrieval
 from rag.evidence import admit
+from rag.readers import BUNDLED_CORPUS, normalise_title, read_corpus
 from rag.settings import PROJECT_DIR, Settings
 from tests.conftest import make_settings, write_jsonl
 

@@ -13,9 +13,9 @@ from llama_index.vector_stores.chroma import ChromaVectorStore
 
 from rag import keyword_index
 from rag.cli import cli
-from rag.corpus import BUNDLED_CORPUS, Paper, read_corpus
 from rag.errors import BadInput, CorpusError
 from rag.ingest import ingest, make_splitter, paper_nodes
+from rag.readers import BUNDLED_CORPUS, Paper, read_corpus
 from rag.retrieve import PaperRetriever
 from rag.settings import Settings
 from rag.store import fingerprint, iter_records, manifest, open_collection

@@ -11,7 +11,6 @@ from click.testing import CliRunner
 
 from rag.answer import Sentence
 from rag.cli import cli
-from rag.corpus import BUNDLED_CORPUS, read_corpus
 from rag.errors import BadInput
 from rag.eval.datasets import Question, load_question_set
 from rag.eval.metrics import (
@@ -24,6 +23,7 @@ from rag.eval.metrics import (
 )
 from rag.eval.runners import Cache
 from rag.eval.suites import evaluate_answers, evaluate_retrieval, run_suite
+from rag.readers import BUNDLED_CORPUS, read_corpus
 from rag.settings import PROJECT_DIR
 from tests.conftest import make_settings, write_jsonl
 

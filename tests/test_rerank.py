@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 from rag import keyword_index, late_interaction
-from rag.corpus import BUNDLED_CORPUS, read_corpus
 from rag.embedding import LocalMiniLMEmbedding
 from rag.errors import BadInput
 from rag.eval.suites import evaluate_retrieval
 from rag.evidence import EvidenceFinder
 from rag.ingest import ingest
+from rag.readers import BUNDLED_CORPUS, read_corpus
 from rag.retrieve import PaperRetriever
 from rag.settings import PROJECT_DIR, Settings
 from tests.conftest import make_settings, synthetic_papers, write_jsonl

@@ -8,9 +8,9 @@ from typing import cast
 import numpy as np
 import pytest
 
-from rag.corpus import BUNDLED_CORPUS, normalise_title, read_corpus
 from rag.embedding import LocalMiniLMEmbedding, TokenStates
 from rag.evidence import EvidenceFinder, Source
+from rag.readers import BUNDLED_CORPUS, normalise_title, read_corpus
 from rag.support import SupportChecker, claim_terms, missing_terms
 from tests.conftest import make_settings
 

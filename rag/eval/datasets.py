@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from rag.corpus import normalise_title
 from rag.errors import BadInput
+from rag.readers import normalise_title
 
 QUESTION_TYPES = ("topic", "fact", "method", "compare", "unanswerable")
 

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rag.corpus import normalise_title
 from rag.eval.datasets import Question
+from rag.readers import normalise_title
 from rag.text import CITATION
 
 if TYPE_CHECKING:

@@ -25,7 +25,6 @@ import numpy as np
 from pydantic import BaseModel
 from tqdm import tqdm
 
-from rag.corpus import normalise_title
 from rag.errors import BadInput
 from rag.eval.datasets import Question
 from rag.eval.metrics import (
@@ -37,6 +36,7 @@ from rag.eval.metrics import (
     score_answers,
     yes_no_maybe_scores,
 )
+from rag.readers import normalise_title
 from rag.settings import Settings
 
 if TYPE_CHECKING:

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rag.corpus import BUNDLED_CORPUS, read_corpus
 from rag.errors import BadInput
 from rag.eval.datasets import Question, load_beir, load_question_set, load_yes_no_maybe
 from rag.eval.runners import code_version, index_version, run_answers, run_retrieval, versions
 from rag.ingest import ingest
+from rag.readers import BUNDLED_CORPUS, read_corpus
 from rag.settings import PROJECT_DIR, Settings
 
 RETRIEVERS = ["bm25", "dense", "hybrid", "rerank"]

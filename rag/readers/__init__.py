@@ -1,0 +1,147 @@
+"""Corpus readers: every supported file format becomes a stream of :class:`Paper`, one module per family of formats.
+
+Readers stream (a 2-million-line arXiv snapshot is never held whole) and raise :class:`~rag.errors.CorpusError`
+naming the file and line of the first problem. Reference-manager exports may also yield :class:`Skipped` entries
+(no abstract, or one malformed entry among good ones), which ingest counts and reports instead of failing.
+"""
+
+import json
+import re
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Literal, get_args
+
+from rag.errors import CorpusError
+from rag.readers.arxiv import read_arxiv
+from rag.readers.beir import read_beir
+from rag.readers.records import (
+    MAX_ABSTRACT_CHARS,
+    MAX_TITLE_CHARS,
+    Entry,
+    Paper,
+    Skipped,
+    arxiv_id,
+    doi_of,
+    make_paper,
+    normalise_title,
+    title_id,
+)
+from rag.readers.seed import read_seed
+from rag.readers.tabular import read_csv, read_jsonl
+
+__all__ = [
+    "BUNDLED_CORPUS",
+    "FORMATS",
+    "MAX_ABSTRACT_CHARS",
+    "MAX_TITLE_CHARS",
+    "Entry",
+    "Paper",
+    "Skipped",
+    "arxiv_id",
+    "doi_of",
+    "make_paper",
+    "normalise_title",
+    "read_corpus",
+    "read_entries",
+    "resolve_path",
+    "sniff_format",
+    "title_id",
+]
+
+Format = Literal["auto", "seed", "jsonl", "csv", "beir", "arxiv"]
+FORMATS: tuple[str, ...] = get_args(Format)
+BUNDLED_CORPUS = Path(__file__).parent.parent / "assets" / "trending_papers.txt"
+
+READERS: dict[str, Callable[[Path], Iterable[Entry]]] = {
+    "seed": read_seed,
+    "jsonl": read_jsonl,
+    "csv": read_csv,
+    "beir": read_beir,
+    "arxiv": read_arxiv,
+}
+
+
+def resolve_path(path: Path, fmt: str) -> Path:
+    """A BEIR folder stands for its ``corpus.jsonl``; anything else must be a non-empty file."""
+    if path.is_dir():
+        if (path / "corpus.jsonl").is_file():
+            return path / "corpus.jsonl"
+        raise CorpusError(path, "is a folder without corpus.jsonl")
+    if not path.exists():
+        raise CorpusError(path, "no such file")
+    if path.stat().st_size == 0:
+        raise CorpusError(path, "empty file")
+    return path
+
+
+def sniff_format(path: Path) -> str:
+    """Guess the format from the first non-blank line (and the extension for JSON lines and CSV)."""
+    with path.open("rb") as handle:
+        head = handle.read(65_536)
+    if b"\x00" in head:
+        line = head[: head.index(b"\x00")].count(b"\n") + 1
+        raise CorpusError(path, "binary data (NUL byte), not a text corpus", line)
+    first = next((line for line in head.decode("utf-8", errors="replace").splitlines() if line.strip()), None)
+    if first is None:
+        raise CorpusError(path, "empty file (only blank lines)")
+    first = first.lstrip("\ufeff").strip()
+    if first.startswith("{") or path.suffix.lower() in {".jsonl", ".ndjson", ".json"}:
+        try:
+            record = json.loads(first)
+        except json.JSONDecodeError:
+            return "jsonl"  # the reader reports the exact problem and line
+        if not isinstance(record, dict):
+            return "jsonl"
+        if "_id" in record or ("text" in record and "abstract" not in record and "id" in record):
+            return "beir"
+        if {"id", "abstract", "update_date"} <= record.keys():
+            return "arxiv"
+        return "jsonl"
+    if path.suffix.lower() in {".csv", ".tsv"} or re.match(r"^\"?title\"?\s*,|,\s*\"?title\"?\s*(,|$)", first, re.I):
+        return "csv"
+    return "seed"
+
+
+def read_entries(path: Path, fmt: str = "auto", strict: bool = False) -> Iterator[Entry]:
+    """Stream the papers of a corpus file (or BEIR folder) in the given or sniffed format, with the entries a
+    reader skipped; ``strict`` turns a malformed entry into an error instead of a skip."""
+    if fmt not in FORMATS:
+        raise CorpusError(path, f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if fmt == "auto" and Path(path).is_dir():
+        fmt = "beir"  # a folder is a BEIR benchmark: its corpus.jsonl is read with BEIR's ids
+    path = resolve_path(Path(path), fmt)
+    if fmt == "auto":
+        fmt = sniff_format(path)
+    return _checked(path, READERS[fmt](path), strict)
+
+
+def read_corpus(path: Path, fmt: str = "auto") -> Iterator[Paper]:
+    """Stream the papers of a corpus file, passing over the entries a reader skipped."""
+    return (entry for entry in read_entries(path, fmt) if isinstance(entry, Paper))
+
+
+def _checked(path: Path, entries: Iterable[Entry], strict: bool) -> Iterator[Entry]:
+    """The entries, failing on a malformed one when strict, and on a file that yields no paper at all."""
+    papers = no_abstract = 0
+    malformed: Skipped | None = None
+    for entry in entries:
+        if isinstance(entry, Paper):
+            papers += 1
+        elif entry.reason == "no_abstract":
+            no_abstract += 1
+        else:
+            if strict:
+                raise CorpusError(path, f"{entry.detail} (--strict stops at a malformed entry)", entry.line)
+            malformed = malformed or entry
+        yield entry
+    if papers:
+        return
+    if no_abstract:
+        raise CorpusError(
+            path,
+            f"none of its {no_abstract} entries has an abstract: export them with abstracts "
+            "(Zotero's BibTeX, RIS and CSL JSON exports include the Abstract field when it is filled)",
+        )
+    if malformed is not None:
+        raise CorpusError(path, f"no entry could be read; the first problem: {malformed.detail}", malformed.line)
+    raise CorpusError(path, "contains no papers")
