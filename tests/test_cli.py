@@ -80,7 +80,10 @@ def ingested(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         (["ingest", "{empty}"], "{empty}: empty file"),
         (["ingest", "{binary}"], "{binary}:1: binary data (NUL byte), not a text corpus"),
         (["ingest", "{odd}"], "{odd}:3: title without an abstract (odd number of lines)"),
-        (["ingest", "{small}", "--format", "xml"], "--format 'xml' is not one of auto, seed, jsonl, csv, beir, arxiv"),
+        (
+            ["ingest", "{small}", "--format", "xml"],
+            "--format 'xml' is not one of auto, seed, jsonl, csv, beir, arxiv, bibtex, ris, csljson",
+        ),
         (
             ["ingest", "{small}", "--collection", "../etc"],
             "collection name '../etc' must be 1-64 characters of letters, digits, '.', '_' or '-', starting and ending with a letter or digit",

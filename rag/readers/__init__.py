@@ -14,6 +14,8 @@ from typing import Literal, get_args
 from rag.errors import CorpusError
 from rag.readers.arxiv import read_arxiv
 from rag.readers.beir import read_beir
+from rag.readers.bibtex import read_bibtex
+from rag.readers.csljson import read_csljson
 from rag.readers.records import (
     MAX_ABSTRACT_CHARS,
     MAX_TITLE_CHARS,
@@ -26,6 +28,7 @@ from rag.readers.records import (
     normalise_title,
     title_id,
 )
+from rag.readers.ris import read_ris
 from rag.readers.seed import read_seed
 from rag.readers.tabular import read_csv, read_jsonl
 
@@ -48,7 +51,7 @@ __all__ = [
     "title_id",
 ]
 
-Format = Literal["auto", "seed", "jsonl", "csv", "beir", "arxiv"]
+Format = Literal["auto", "seed", "jsonl", "csv", "beir", "arxiv", "bibtex", "ris", "csljson"]
 FORMATS: tuple[str, ...] = get_args(Format)
 BUNDLED_CORPUS = Path(__file__).parent.parent / "assets" / "trending_papers.txt"
 
@@ -58,6 +61,9 @@ READERS: dict[str, Callable[[Path], Iterable[Entry]]] = {
     "csv": read_csv,
     "beir": read_beir,
     "arxiv": read_arxiv,
+    "bibtex": read_bibtex,
+    "ris": read_ris,
+    "csljson": read_csljson,
 }
 
 
@@ -75,7 +81,7 @@ def resolve_path(path: Path, fmt: str) -> Path:
 
 
 def sniff_format(path: Path) -> str:
-    """Guess the format from the first non-blank line (and the extension for JSON lines and CSV)."""
+    """Guess the format from the first non-blank line (and the extension for BibTeX, RIS, JSON lines and CSV)."""
     with path.open("rb") as handle:
         head = handle.read(65_536)
     if b"\x00" in head:
@@ -85,6 +91,13 @@ def sniff_format(path: Path) -> str:
     if first is None:
         raise CorpusError(path, "empty file (only blank lines)")
     first = first.lstrip("\ufeff").strip()
+    suffix = path.suffix.lower()
+    if suffix == ".bib" or first.startswith("@"):
+        return "bibtex"
+    if suffix == ".ris" or first.startswith("TY  -"):
+        return "ris"
+    if first.startswith("["):  # a JSON array: CSL JSON as Zotero exports it (.json), never JSON lines
+        return "csljson"
     if first.startswith("{") or path.suffix.lower() in {".jsonl", ".ndjson", ".json"}:
         try:
             record = json.loads(first)

@@ -1,0 +1,262 @@
+"""BibTeX exports (Zotero, JabRef, Mendeley…), read with bibtexparser.
+
+The file is cut into entry blocks at lines that start with ``@type{`` and each block is parsed alone: the file
+streams, every entry knows its line, and a syntax error spoils only its own entry (reported as malformed). Also here,
+because RIS and CSL JSON speak BibTeX's vocabulary (entry types are BibTeX's), what the three export readers share:
+bounded record splitting, citation-key bookkeeping and arXiv ids in notes.
+"""
+
+import hashlib
+import logging
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import bibtexparser
+from bibtexparser.library import Library
+from bibtexparser.middlewares import (
+    BlockMiddleware,
+    LatexDecodingMiddleware,
+    NormalizeFieldKeys,
+    SeparateCoAuthors,
+    SplitNameParts,
+)
+from bibtexparser.middlewares.names import NameParts
+from bibtexparser.model import Block, DuplicateBlockKeyBlock, ImplicitComment
+from bibtexparser.model import Entry as BibEntry
+from pylatexenc.latex2text import LatexNodes2Text, MacroTextSpec, SpecialsTextSpec, get_default_latex_context_db
+
+from rag.errors import CorpusError
+from rag.readers.records import Entry, Skipped, arxiv_id, clean, make_paper
+
+# One reference-manager entry is a few kB even with a long abstract: a larger one is not an export (or an entry that
+# never closes), and stopping there keeps a 200 MB blob from being read whole.
+MAX_ENTRY_BYTES = 1_000_000
+
+_ENTRY_START = re.compile(r"@\s*([A-Za-z][\w-]*)\s*[{(]\s*([^,\s{}()]*)")
+_ARXIV_NOTE = re.compile(r"\barxiv:\s*([^\s,;\]]+)", re.IGNORECASE)
+_SHORT_KEY = re.compile(r"^[\w:.+-]{1,100}$")  # a citation key, not a URI or a sentence
+_VERBATIM = ("url", "doi", "eprint")  # not LaTeX: '%' and '~' in a URL are not a comment and a space
+_VENUES = ("journal", "journaltitle", "booktitle", "school", "institution", "publisher")
+_LATEX = re.compile(r"[\\{}$~%&#^_]|!`|\?`")  # what makes a field value LaTeX rather than plain text
+_RUNS_ON = re.compile(r"\n\s*[A-Za-z][\w-]*\s*=\s*[{\"]")  # a field value that swallowed the next field
+
+# bibtexparser logs each syntax error on stderr itself; this reader reports them as skipped entries instead.
+logging.getLogger("bibtexparser").addHandler(logging.NullHandler())
+logging.getLogger("bibtexparser").propagate = False
+
+
+# --- shared by the BibTeX, RIS and CSL JSON readers -------------------------------------------------------------
+
+
+def too_large(path: Path, line: int) -> CorpusError:
+    return CorpusError(
+        path, f"entry is larger than {MAX_ENTRY_BYTES:,} bytes: not a reference-manager export (or it never ends)", line
+    )
+
+
+def line_records(path: Path, start: re.Pattern[str], end: re.Pattern[str] | None = None) -> Iterator[tuple[int, str]]:
+    """The records of a line-based export with the line each starts on: a record starts at a line matching ``start``
+    and runs to a line matching ``end`` (included) or to the next start. Lines outside records are passed over.
+    Decoding is checked as :func:`rag.readers.records.lines` does, and no line or record is read past
+    :data:`MAX_ENTRY_BYTES`, so an oversized record fails fast, naming its first line."""
+    begun, size = 0, 0
+    parts: list[str] = []
+    with path.open("rb") as handle:
+        number = 0
+        while raw := handle.readline(MAX_ENTRY_BYTES + 1):
+            number += 1
+            if len(raw) > MAX_ENTRY_BYTES:
+                raise too_large(path, begun or number)
+            if b"\x00" in raw:
+                raise CorpusError(path, "binary data (NUL byte), not a text export", number)
+            try:
+                text = raw.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as error:
+                raise CorpusError(
+                    path, f"not UTF-8 text (byte {error.start} of the line); export as UTF-8", number
+                ) from None
+            if start.match(text):
+                if parts:
+                    yield begun, "\n".join(parts)
+                begun, parts, size = number, [], 0
+            if not begun:
+                continue
+            parts.append(text)
+            size += len(raw)
+            if size > MAX_ENTRY_BYTES:
+                raise too_large(path, begun)
+            if end is not None and end.match(text):
+                yield begun, "\n".join(parts)
+                begun, parts, size = 0, [], 0
+    if parts:
+        yield begun, "\n".join(parts)
+
+
+class CitationKeys:
+    """The keys seen so far in one file: one key on two different entries is an error naming both lines (an entry
+    exported twice, byte for byte, is the same paper and passes; ingest drops the copy)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.seen: dict[str, tuple[int, str]] = {}
+
+    def check(self, key: str, line: int, text: str) -> None:
+        digest = hashlib.sha1(" ".join(text.split()).encode()).hexdigest()
+        first_line, first_digest = self.seen.setdefault(key, (line, digest))
+        if first_digest != digest:
+            raise CorpusError(
+                self.path,
+                f"citation key {key!r} is used by two different entries (lines {first_line} and {line})",
+                line,
+            )
+
+
+def short_key(value: Any) -> str | None:
+    """A citation-key-like id worth keeping as the paper id (not a Zotero item URI, not a number alone)."""
+    if isinstance(value, int | str) and _SHORT_KEY.match(str(value)) and not str(value).isdigit():
+        return str(value)
+    return None
+
+
+def arxiv_in_note(*notes: Any) -> str | None:
+    """The arXiv id Zotero writes into a note or Extra field ("arXiv:1706.03762 [cs]", "arXiv: 1706.03762")."""
+    for note in notes:
+        for text in note if isinstance(note, list) else [note]:
+            if isinstance(text, str):
+                for match in _ARXIV_NOTE.finditer(text):
+                    if found := arxiv_id(match.group(1)):
+                        return found
+    return None
+
+
+def keyword_list(value: Any) -> list[str]:
+    """Whole keywords (a keyword may hold spaces: "Computer Science - Machine Learning"), from a list or a
+    comma/semicolon-separated string."""
+    items = value if isinstance(value, list) else re.split(r"[,;]", value) if isinstance(value, str) else []
+    return [item.strip() for item in items if isinstance(item, str) and item.strip()]
+
+
+# --- BibTeX ------------------------------------------------------------------------------------------------------
+
+
+class _BeforeDecoding(BlockMiddleware):
+    """Looks at the fields as written, before LaTeX decoding rewrites them: stashes URL, DOI and eprint, and notes a
+    field that ran on into the next one because a comma is missing (bibtexparser reads both as one value)."""
+
+    def transform_entry(self, entry: BibEntry, library: Library) -> BibEntry:
+        strings = {f.key: f.value for f in entry.fields if isinstance(f.value, str)}
+        entry.parser_metadata["verbatim"] = {key: strings[key] for key in _VERBATIM if key in strings}
+        entry.parser_metadata["runs_on"] = next((key for key, value in strings.items() if _RUNS_ON.search(value)), None)
+        return entry
+
+
+class _Decoder(LatexNodes2Text):
+    """pylatexenc reads text a character at a time (milliseconds a field): text with nothing LaTeX in it is
+    returned as it is."""
+
+    def latex_to_text(self, latex: str, **parse_flags: Any) -> str:
+        return super().latex_to_text(latex, **parse_flags) if _LATEX.search(latex) else latex
+
+
+def _decoder() -> LatexNodes2Text:
+    """LaTeX to Unicode as bibtexparser's default, except that ASCII dashes and quotes stay as written (abstracts
+    copied from arXiv hold them literally, and a paper must read the same from BibTeX, RIS and CSL JSON) and the
+    text macros Zotero writes for ``^ < > |`` come back as those characters."""
+    context = get_default_latex_context_db()
+    context.add_context_category(
+        "rag-bibtex",
+        prepend=True,
+        macros=[
+            MacroTextSpec("url", simplify_repl="%s"),
+            *(
+                MacroTextSpec(name, simplify_repl=char)
+                for name, char in (("textasciicircum", "^"), ("textless", "<"), ("textgreater", ">"), ("textbar", "|"))
+            ),
+        ],
+        specials=[SpecialsTextSpec(chars, simplify_repl=chars) for chars in ("--", "---", "``", "''")],
+    )
+    return _Decoder(latex_context=context, math_mode="text", keep_braced_groups=False)
+
+
+_STACK = [
+    NormalizeFieldKeys(),
+    _BeforeDecoding(),
+    LatexDecodingMiddleware(decoder=_decoder()),
+    SeparateCoAuthors(),
+    SplitNameParts(),
+]
+
+
+def read_bibtex(path: Path) -> Iterator[Entry]:
+    keys = CitationKeys(path)
+    macros: list[Block] = []  # the @string definitions so far, which later entries may use
+    blocks = 0
+    for line, text in line_records(path, _ENTRY_START):
+        blocks += 1
+        header = _ENTRY_START.match(text)
+        kind, key = header.groups() if header else ("?", "")  # every block starts with a header: line_records
+        label = f"@{kind.lower()}{{{key}}}"
+        library = bibtexparser.parse_string(text, append_middleware=_STACK, library=Library(macros))
+        macros = [*library.strings]
+        failed = [b for b in library.failed_blocks if not isinstance(b, DuplicateBlockKeyBlock)]
+        if failed:
+            yield Skipped(path, line, "malformed", f"{label} is malformed: {_reason(failed[0].error, text, line)}")
+            continue
+        for entry in library.entries:
+            if problem := _shape_problem(entry, library):
+                yield Skipped(path, line, "malformed", f"{label} is malformed: {problem}")
+            else:  # @comment, @string and @preamble are blocks of their own, never entries
+                keys.check(entry.key, line, text)
+                yield _paper(path, line, entry)
+    if not blocks:
+        raise CorpusError(path, "no BibTeX entries (no line starts with @type{key,): not a BibTeX file")
+
+
+def _reason(error: Exception, text: str, line: int) -> str:
+    """bibtexparser's reason for a failed block, with the file line where it stopped reading."""
+    reason = str(getattr(error, "abort_reason", None) or error or type(error).__name__).rstrip(".")
+    if "end of file" in reason.lower():  # the end of this entry's block, not of the file
+        return "it never closes (an unbalanced brace or quote?)"
+    end = getattr(error, "end_index", None)
+    return f"{reason} (at line {line + text[:end].count(chr(10))})" if isinstance(end, int) else reason
+
+
+def _shape_problem(entry: BibEntry, library: Library) -> str | None:
+    """What bibtexparser accepts but a well-formed entry never has: text after its closing brace, or a field that
+    ran on into the next one because a comma is missing."""
+    if any(isinstance(b, ImplicitComment) and re.search(r"[{}]", b.comment) for b in library.blocks):
+        return "text after its closing brace (does a brace close it early?)"
+    if runs_on := entry.parser_metadata.get("runs_on"):
+        return f"field {runs_on!r} runs into the next field (a missing comma?)"
+    return None
+
+
+def _paper(path: Path, line: int, entry: BibEntry) -> Entry:
+    fields: dict[str, Any] = {f.key: f.value for f in entry.fields}
+    verbatim: dict[str, str] = entry.parser_metadata.get("verbatim", {})
+    if not isinstance(fields.get("abstract"), str) or not fields["abstract"].strip():
+        title = f" ({clean(fields['title'])[:80]!r})" if isinstance(fields.get("title"), str) else ""
+        return Skipped(path, line, "no_abstract", f"@{entry.entry_type}{{{entry.key}}}{title} has no abstract")
+    eprint = verbatim.get("eprint", "")
+    archive = str(fields.get("archiveprefix") or fields.get("eprinttype") or "arxiv").lower()
+    found = (arxiv_id(eprint) if archive == "arxiv" and eprint else None) or arxiv_in_note(
+        fields.get("note"), fields.get("annote"), fields.get("extra")
+    )
+    names = fields.get("author")
+    return make_paper(
+        (path, line),
+        title=fields.get("title"),
+        abstract=fields["abstract"],
+        paper_id=f"arxiv:{found}" if found else entry.key,
+        authors=[name.merge_first_name_first for name in names if isinstance(name, NameParts)]
+        if isinstance(names, list)
+        else None,
+        year=fields.get("year") or fields.get("date"),
+        categories=keyword_list(fields.get("keywords")),
+        url=verbatim.get("url"),
+        venue=next((fields[key] for key in _VENUES if isinstance(fields.get(key), str) and fields[key].strip()), None),
+        doi=verbatim.get("doi"),
+        kind=entry.entry_type,
+    )

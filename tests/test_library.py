@@ -1,0 +1,401 @@
+"""Reference-manager exports (BibTeX, RIS, CSL JSON as Zotero writes them): the readers, real ingests of the three
+exports of one library, and a clear exit 2 with the store untouched for each kind of bad export."""
+
+import json
+import re
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import bibtexparser
+import pytest
+from click.testing import Result
+
+from rag.readers import BUNDLED_CORPUS, Paper, Skipped, read_corpus, read_entries, sniff_format, title_id
+from rag.store import fingerprint, manifest, open_collection
+from tests.conftest import cli, make_settings
+from tests.data.library import make_exports
+
+LIBRARY = Path(__file__).parent / "data" / "library"
+EXPORTS = {"bibtex": LIBRARY / "library.bib", "ris": LIBRARY / "library.ris", "csljson": LIBRARY / "library.json"}
+ITEMS = make_exports.items()  # what the fixtures were written from
+WITH_ABSTRACTS = [item for item in ITEMS if item.abstract]
+SOFTMAX = [item.title for item in WITH_ABSTRACTS if "softmax bottleneck" in (item.abstract or "").lower()]
+
+
+def papers(path: Path, fmt: str = "auto") -> list[Paper]:
+    return list(read_corpus(path, fmt))
+
+
+def display(author: str) -> str:
+    family, _, given = author.partition(",")
+    return f"{given.strip()} {family.strip()}".strip()
+
+
+def line_of(text: str, needle: str) -> int:
+    return text[: text.index(needle)].count("\n") + 1
+
+
+# --- readers --------------------------------------------------------------------------------------------------------
+
+
+def test_the_fixtures_hold_twenty_corpus_papers_and_one_without_abstract() -> None:
+    corpus = {paper.title: paper.abstract for paper in read_corpus(BUNDLED_CORPUS)}
+    assert (len(ITEMS), len(WITH_ABSTRACTS)) == (21, 20)
+    assert all(corpus[item.title] == item.abstract for item in WITH_ABSTRACTS)
+    assert len(SOFTMAX) == 2  # the bundled corpus's two softmax-bottleneck papers are in the library
+    assert len(bibtexparser.parse_file(str(EXPORTS["bibtex"])).entries) == 21  # the export parses as BibTeX as a whole
+
+
+@pytest.mark.parametrize("fmt", EXPORTS)
+def test_each_export_reads_to_the_library_it_was_written_from(fmt: str) -> None:
+    entries = list(read_entries(EXPORTS[fmt]))
+    read = [entry for entry in entries if isinstance(entry, Paper)]
+    (skipped,) = [entry for entry in entries if isinstance(entry, Skipped)]
+    assert skipped.reason == "no_abstract" and "Über die Grenzen neuronaler Netze" in skipped.detail
+    assert [paper.title for paper in read] == [item.title for item in WITH_ABSTRACTS]  # verbatim, LaTeX decoded
+    for paper, item in zip(read, WITH_ABSTRACTS, strict=True):
+        assert paper.abstract == item.abstract
+        assert paper.authors == tuple(display(author) for author in item.authors)
+        assert paper.year == item.date[0]
+        assert paper.venue == (item.venue or item.publisher)
+        assert (paper.doi, paper.paper_id) == (item.doi, f"doi:{item.doi}")
+        assert paper.categories == item.keywords  # whole keywords, spaces and all
+        assert paper.kind == make_exports.BIBTEX_TYPES[item.kind]
+        assert paper.url == item.url
+
+
+def test_the_three_exports_read_to_identical_papers() -> None:
+    """Same content hash from every export: switching export format re-embeds nothing."""
+    bib, ris, csl = (papers(path) for path in EXPORTS.values())
+    assert bib == ris == csl
+    assert len({paper.content_hash for paper in bib}) == 20
+
+
+def test_latex_accents_escapes_and_protected_capitals_decode_to_unicode() -> None:
+    """The export as written holds LaTeX; the papers hold the text it stands for."""
+    text = EXPORTS["bibtex"].read_text(encoding="utf-8")
+    read = {paper.title: paper for paper in papers(EXPORTS["bibtex"])}
+    small = read[
+        "Why do small language models underperform? Studying Language Model Saturation via the Softmax Bottleneck"
+    ]
+    assert "{Studying} {Language} {Model} {Saturation} via the {Softmax} {Bottleneck}}" in text
+    assert "author = {Dvo{\\v r}{\\'a}k, Jan and van der Berg, Anna and N{\\'u}{\\~n}ez, Luc{\\'i}a}" in text
+    assert small.authors == ("Jan Dvořák", "Anna van der Berg", "Lucía Núñez")
+    assert "journal = {Journal of Learning \\& Inference}" in text and small.venue == "Journal of Learning & Inference"
+    assert "title = {{D{$\\varepsilon$}pS:} {Delayed} {{$\\varepsilon$}-Shrinking}" in text
+    assert "DεpS: Delayed ε-Shrinking for Faster Once-For-All Training" in read
+    assert "journal = {Revue Fran{\\c c}aise d'Apprentissage Automatique}" in text
+    assert "Revue Française d'Apprentissage Automatique" in {paper.venue for paper in read.values()}
+    flash = next(paper for paper in read.values() if paper.title.startswith("FlashAttention-2"))
+    assert "reaching only 25-40{\\textbackslash}\\% of the theoretical" in text  # the corpus holds a literal "\%"
+    assert "reaching only 25-40\\% of the theoretical" in flash.abstract
+
+
+def test_auto_sniffs_each_export_by_extension_and_by_content(tmp_path: Path) -> None:
+    for fmt, path in EXPORTS.items():
+        assert sniff_format(path) == fmt
+        renamed = shutil.copy(path, tmp_path / f"export-{fmt}.txt")
+        assert sniff_format(Path(renamed)) == fmt  # the first line alone says which
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_ids_without_doi_come_from_arxiv_then_the_citation_key_then_the_title(tmp_path: Path) -> None:
+    bib = write(tmp_path, "ids.bib", """
+@misc{smith_noted_2017, title = {Noted}, abstract = {A.}, note = {arXiv:1706.03762 [cs]}}
+@article{jones_eprint_2019, title = {Eprint}, abstract = {B.}, eprint = {1810.04805v2}, archivePrefix = {arXiv}}
+@article{lee_plain_2020, title = {Plain}, abstract = {C.}, url = {https://example.org/~lee/plain%202020.pdf}}
+@article{kim_both_2021, title = {Both}, abstract = {D.}, doi = {https://doi.org/10.5555/ABC}, note = {arXiv:2101.00001}}
+""")  # fmt: skip
+    noted, eprint, plain, both = papers(bib)
+    assert (noted.paper_id, eprint.paper_id, plain.paper_id) == (
+        "arxiv:1706.03762",
+        "arxiv:1810.04805",
+        "lee_plain_2020",
+    )
+    assert plain.url == "https://example.org/~lee/plain%202020.pdf"  # URLs are not LaTeX: '~' and '%' kept
+    assert (both.paper_id, both.doi) == ("doi:10.5555/abc", "10.5555/abc")
+    csl = write(tmp_path, "ids.json", json.dumps([
+        {"id": "http://zotero.org/users/local/x/items/AB12CD34", "type": "article", "title": "Uri", "abstract": "E.",
+         "number": "arXiv:2301.00002"},
+        {"id": "http://zotero.org/users/local/x/items/EF56GH78", "type": "webpage", "title": "Web page", "abstract": "F."},
+        {"id": "key_2022", "type": "article-journal", "title": "Keyed", "abstract": "G."},
+    ], indent="\t"))  # fmt: skip
+    uri, web, keyed = papers(csl)
+    assert (uri.paper_id, web.paper_id, keyed.paper_id) == ("arxiv:2301.00002", title_id("Web page"), "key_2022")
+    assert (uri.kind, web.kind, keyed.kind) == ("misc", "misc", "article")
+    ris = write(tmp_path, "ids.ris", "TY  - RPRT\nTI  - Untitled report\nAU  - Solo\nAB  - H.\nER  - \n")
+    (report,) = papers(ris)
+    assert (report.paper_id, report.kind, report.authors) == (title_id("Untitled report"), "techreport", ("Solo",))
+
+
+MALFORMED = {
+    "unclosed brace": ("@article{bad, title = {Broken, abstract = {x},", "never closes"),
+    "missing =": ("@article{bad,\n  title {Broken},\n  abstract = {x},\n}", "Expected a `=`"),
+    "missing comma": ("@article{bad,\n  title = {Broken}\n  abstract = {x},\n}", "field 'title' runs into the next"),
+    "early close": ("@article{bad,\n  title = {Broken}},\n  abstract = {x},\n}", "text after its closing brace"),
+    "duplicate field": ("@article{bad,\n  title = {A},\n  title = {B},\n  abstract = {x},\n}", "Duplicate field"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("broken", MALFORMED.values(), ids=MALFORMED.keys())
+def test_a_malformed_bibtex_entry_is_skipped_with_its_line_and_the_next_is_read(
+    tmp_path: Path, broken: tuple[str, str]
+) -> None:
+    entry, reason = broken
+    good = "@article{good,\n  title = {Good},\n  abstract = {Fine.},\n}\n"
+    path = write(tmp_path, "m.bib", f"@string{{j = {{J}}}}\n\n{entry}\n\n{good}")
+    skipped, paper = read_entries(path)
+    assert isinstance(skipped, Skipped) and skipped.reason == "malformed"
+    assert (skipped.line, reason in skipped.detail, "@article{bad}" in skipped.detail) == (3, True, True)
+    assert isinstance(paper, Paper) and paper.title == "Good"
+
+
+def test_comments_strings_and_preambles_are_not_papers(tmp_path: Path) -> None:
+    path = write(tmp_path, "c.bib", """@preamble{"\\newcommand{\\noop}[1]{}"}
+@comment{jabref-meta: databaseType:bibtex;}
+@string{jlr = {Journal of Learning Research}}
+@Article{only, Title = {Only}, Abstract = {One.}, Journal = jlr, Keywords = {a; b c}}
+""")  # fmt: skip
+    (paper,) = papers(path)
+    assert (paper.venue, paper.categories) == ("Journal of Learning Research", ("a", "b c"))
+
+
+# --- ingest through the command line ----------------------------------------------------------------------------
+
+
+def ingest_json(env: dict[str, str], *args: str) -> dict[str, Any]:
+    result = cli("ingest", *args, "--json", env=env)
+    assert result.exit_code == 0, result.output
+    report: dict[str, Any] = json.loads(result.stdout)
+    return report
+
+
+def stats(env: dict[str, str], collection: str) -> dict[str, Any]:
+    result = cli("stats", "--collection", collection, "--json", env=env)
+    assert result.exit_code == 0, result.output
+    found: dict[str, Any] = json.loads(result.stdout)
+    return found
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One data folder: each export ingested into its own collection (and again, in human mode), then all three
+    into one collection "mine". Returns the env and every report."""
+    env = {"RAG_DATA_DIR": str(tmp_path_factory.mktemp("library") / "data")}
+    own = {fmt: ingest_json(env, str(path), "--collection", f"own-{fmt}") for fmt, path in EXPORTS.items()}
+    again = {fmt: cli("ingest", str(path), "--collection", f"own-{fmt}", env=env) for fmt, path in EXPORTS.items()}
+    mine = [ingest_json(env, str(path), "--collection", "mine") for path in EXPORTS.values()]
+    return {"env": env, "own": own, "again": again, "mine": mine}
+
+
+@pytest.mark.parametrize("fmt", EXPORTS)
+def test_each_export_ingests_to_20_papers_and_reingest_adds_nothing(store: dict[str, Any], fmt: str) -> None:
+    report = store["own"][fmt]
+    assert (report["papers"], report["added"], report["skipped_no_abstract"], report["collection"]) == (
+        20, 20, 1, f"own-{fmt}"
+    )  # fmt: skip
+    assert report["chunks"] >= 20 and report["problems"] == []
+    again: Result = store["again"][fmt]
+    assert again.exit_code == 0, again.output
+    assert re.search(r"^20 papers \(0 added, 0 updated, 20 unchanged", again.stdout, re.M), again.stdout
+    assert re.search(r"^1 entries without an abstract skipped", again.stdout, re.M), again.stdout
+    assert stats(store["env"], f"own-{fmt}")["papers"] == 20
+
+
+def test_three_exports_of_one_library_make_one_collection_of_20(store: dict[str, Any]) -> None:
+    first, second, third = store["mine"]
+    assert (first["papers"], first["added"]) == (20, 20)
+    for later in (second, third):  # the same DOIs, the same content: nothing new, nothing changed
+        assert (later["papers"], later["added"], later["updated"], later["skipped"]) == (20, 0, 0, 20)
+    assert stats(store["env"], "mine")["papers"] == 20
+
+
+def test_the_softmax_bottleneck_question_finds_both_papers_in_the_library(store: dict[str, Any]) -> None:
+    question = "Which papers discuss the softmax bottleneck?"
+    result = cli("search", question, "--collection", "mine", "-k", "3", "--json", env=store["env"])
+    assert result.exit_code == 0, result.output
+    assert set(SOFTMAX) <= {hit["title"] for hit in json.loads(result.stdout)}
+
+
+def snapshot(env: dict[str, str]) -> tuple[dict[str, Any], str]:
+    """What `rag stats` says about "mine", and a digest of every paper version it holds."""
+    stored = open_collection(make_settings(Path(env["RAG_DATA_DIR"]), collection="mine"))
+    assert stored is not None
+    return stats(env, "mine"), fingerprint(manifest(stored.collection))
+
+
+def broken_library(tmp_path: Path) -> tuple[Path, int]:
+    """library.bib with one entry's syntax broken (``abstract {`` lacks its ``=``); returns it and that line."""
+    text = EXPORTS["bibtex"].read_text(encoding="utf-8")
+    key = "@inproceedings{kowalski_cramming_2023,"
+    start = text.index(key)
+    broken = text[:start] + text[start:].replace("\tabstract = {", "\tabstract {", 1)
+    return write(tmp_path, "broken.bib", broken), line_of(text, key)
+
+
+def test_a_bib_with_one_malformed_entry_ingests_the_rest_and_names_its_line(
+    store: dict[str, Any], tmp_path: Path
+) -> None:
+    path, line = broken_library(tmp_path)
+    result = cli("ingest", str(path), "--collection", "broken", "--json", env=store["env"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert (report["papers"], report["skipped_malformed"], report["skipped_no_abstract"]) == (19, 1, 1)
+    (problem,) = report["problems"]
+    assert problem.startswith(f"{path}:{line}: @inproceedings{{kowalski_cramming_2023}} is malformed")
+    assert f"warning: skipped {path}:{line}: " in result.stderr
+
+
+def test_strict_fails_on_the_malformed_entry_and_leaves_the_store_as_it_was(
+    store: dict[str, Any], tmp_path: Path
+) -> None:
+    path, line = broken_library(tmp_path)
+    before = snapshot(store["env"])
+    result = cli("ingest", str(path), "--collection", "mine", "--strict", env=store["env"])
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"rag: error: {path}:{line}: @inproceedings{{kowalski_cramming_2023}} is malformed")
+    assert snapshot(store["env"]) == before
+
+
+def duplicate_keys(tmp_path: Path) -> tuple[Path, str]:
+    text = EXPORTS["bibtex"].read_text(encoding="utf-8")
+    key = "dvorak_small_2024"
+    copy = f"\n@article{{{key},\n\ttitle = {{Another paper}},\n\tabstract = {{Different.}},\n}}\n"
+    first, second = line_of(text, f"{{{key},"), text.count("\n") + 2
+    return write(tmp_path, "dup.bib", text + copy), f":{second}: citation key '{key}' is used by two different entries (lines {first} and {second})"  # fmt: skip
+
+
+def duplicate_csl_ids(tmp_path: Path) -> tuple[Path, str]:
+    items = json.loads(EXPORTS["csljson"].read_text(encoding="utf-8"))
+    items.append({**items[0], "title": "Another paper"})
+    path = write(tmp_path, "dup.json", json.dumps(items, indent="\t", ensure_ascii=False))
+    return path, f"citation key {items[0]['id']!r} is used by two different entries (lines 2 and "
+
+
+def missing_title(tmp_path: Path) -> tuple[Path, str]:
+    text = EXPORTS["bibtex"].read_text(encoding="utf-8")
+    key = "@article{tanaka_scaling_2020,"
+    start = text.index(key)
+    title_line = text.index("\n\ttitle = ", start)
+    cut = text[:title_line] + text[text.index("\n", title_line + 1) :]
+    return write(tmp_path, "untitled.bib", cut), f":{line_of(text, key)}: record has no title"
+
+
+def latin1(tmp_path: Path) -> tuple[Path, str]:
+    text = EXPORTS["bibtex"].read_text(encoding="utf-8").replace('M{\\"u}ller, J{\\"o}rg', "Müller, Jörg")
+    path = tmp_path / "latin1.bib"
+    path.write_bytes(text.encode("latin-1", errors="replace"))
+    return path, f":{line_of(text, 'Müller, Jörg')}: not UTF-8 text"
+
+
+def latin1_ris(tmp_path: Path) -> tuple[Path, str]:
+    text = EXPORTS["ris"].read_bytes().decode("utf-8")
+    path = tmp_path / "latin1.ris"
+    path.write_bytes(text.encode("latin-1", errors="replace"))
+    return path, f":{line_of(text, 'Müller, Jörg')}: not UTF-8 text"
+
+
+def prose(name: str) -> Callable[[Path], tuple[Path, str]]:
+    def make(tmp_path: Path) -> tuple[Path, str]:
+        text = "My reading list\nAttention is all you need, read it twice.\nScaling laws, later.\n"
+        return write(tmp_path, name, text), {".bib": "not a BibTeX file", ".ris": "not a RIS file"}[Path(name).suffix]
+
+    return make
+
+
+def binary(tmp_path: Path) -> tuple[Path, str]:
+    path = tmp_path / "library.json"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
+    return path, "binary data (NUL byte)"
+
+
+def json_object(tmp_path: Path) -> tuple[Path, str]:
+    return write(tmp_path, "library.json", '{"items": []}\n'), ":1: record has no title"
+
+
+def truncated_csl(tmp_path: Path) -> tuple[Path, str]:
+    text = EXPORTS["csljson"].read_text(encoding="utf-8")
+    cut = text[: text.index('"title": "Cramming')]
+    return write(tmp_path, "cut.json", cut), "the file ends inside an item (a truncated file?)"
+
+
+def no_abstracts(tmp_path: Path) -> tuple[Path, str]:
+    text = re.sub(r"\n\tabstract = \{.*\},", "", EXPORTS["bibtex"].read_text(encoding="utf-8"))
+    return write(tmp_path, "bare.bib", text), ": none of its 21 entries has an abstract"
+
+
+def no_abstracts_ris(tmp_path: Path) -> tuple[Path, str]:
+    text = re.sub(r"AB  - [^\r\n]*\r\n", "", EXPORTS["ris"].read_bytes().decode("utf-8"))
+    return write(tmp_path, "bare.ris", text), ": none of its 21 entries has an abstract"
+
+
+BAD = {
+    "duplicate keys": duplicate_keys,
+    "duplicate CSL ids": duplicate_csl_ids,
+    "missing title": missing_title,
+    "latin-1 .bib": latin1,
+    "latin-1 .ris": latin1_ris,
+    "prose named .bib": prose("notes.bib"),
+    "prose named .ris": prose("notes.ris"),
+    "binary named .json": binary,
+    "a JSON object, not an array": json_object,
+    "truncated CSL JSON": truncated_csl,
+    "no abstracts (.bib)": no_abstracts,
+    "no abstracts (.ris)": no_abstracts_ris,
+}
+
+
+@pytest.mark.parametrize("make", BAD.values(), ids=BAD.keys())
+def test_a_bad_export_exits_2_naming_the_problem_and_leaves_the_store_as_it_was(
+    store: dict[str, Any], tmp_path: Path, make: Callable[[Path], tuple[Path, str]]
+) -> None:
+    path, message = make(tmp_path)
+    before = snapshot(store["env"])
+    result = cli("ingest", str(path), "--collection", "mine", env=store["env"])
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.strip().splitlines()  # one line on stderr
+    assert line.startswith(f"rag: error: {path}") and message in line, line
+    assert snapshot(store["env"]) == before
+
+
+HUGE = 200_000_000
+
+
+@pytest.mark.parametrize(
+    ("name", "head", "tail"),
+    [
+        ("huge.bib", b"@article{huge,\n  title = {Huge},\n  abstract = {", b"},\n}\n"),
+        ("huge.ris", b"TY  - JOUR\r\nTI  - Huge\r\nAB  - ", b"\r\nER  - \r\n"),
+        ("huge.json", b'[\n\t{\n\t\t"title": "Huge",\n\t\t"abstract": "', b'"\n\t}\n]\n'),
+    ],
+    ids=["bibtex", "ris", "csljson"],
+)
+def test_a_200_mb_export_fails_fast_naming_the_entry(
+    store: dict[str, Any], tmp_path: Path, name: str, head: bytes, tail: bytes
+) -> None:
+    path = tmp_path / name
+    with path.open("wb") as handle:  # one entry of 200 MB: a single line, as a runaway export writes it
+        handle.write(head)
+        block = b"lorem ipsum " * 87_382  # ~1 MB
+        for _ in range(HUGE // len(block) + 1):
+            handle.write(block)
+        handle.write(tail)
+    assert path.stat().st_size > HUGE
+    before = snapshot(store["env"])
+    started = time.perf_counter()
+    result = cli("ingest", str(path), "--collection", "mine", env=store["env"])
+    elapsed = time.perf_counter() - started
+    path.unlink()
+    assert result.exit_code == 2, result.output
+    expected_line = 1 if name != "huge.json" else 2
+    assert result.stderr.startswith(f"rag: error: {path}:{expected_line}: entry is larger than 1,000,000 bytes")
+    assert elapsed < 5, f"took {elapsed:.1f} s: the file was read further than its first entry"
+    assert snapshot(store["env"]) == before
