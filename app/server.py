@@ -1,6 +1,8 @@
 """`rag serve`: the web UI at / and the OpenAI-compatible API at /v1, in one process sharing one set of models."""
 
 import logging
+import os
+import shutil
 
 import gradio as gr
 import uvicorn
@@ -18,6 +20,11 @@ log = logging.getLogger("rag.serve")
 
 def create_app(assistant: Assistant) -> FastAPI:
     settings = assistant.settings
+    # Gradio stores uploads under GRADIO_TEMP_DIR (read when the UI is built): keep them inside the data directory.
+    uploads = settings.data_path / "uploads"
+    shutil.rmtree(uploads, ignore_errors=True)  # what a server that died mid-upload left
+    uploads.mkdir(parents=True, exist_ok=True)
+    os.environ["GRADIO_TEMP_DIR"] = str(uploads)
     app = FastAPI(title="Research assistant", docs_url=None, redoc_url=None)
     add_api(app, assistant)
     logins = settings.server.ui_logins()
@@ -30,6 +37,7 @@ def create_app(assistant: Assistant) -> FastAPI:
         footer_links=[],
         show_error=True,
         ssr_mode=False,
+        max_file_size=int(settings.server.max_upload_mb * 1_000_000),
     )
 
 

@@ -6,9 +6,13 @@ for follow-ups; models are shared through :class:`rag.assistant.Assistant`, and 
 generation shows as Gradio's queue rather than a frozen page.
 """
 
+import contextlib
 import html
+import queue
 import re
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -16,10 +20,15 @@ import gradio as gr
 
 from rag.answer import Answer, Draft, EvidenceReady, Fallback, Final, Quotes, Sentence, final_answer, paper_lines
 from rag.assistant import Assistant
+from rag.cite import Reference, bibtex_library
 from rag.errors import BadInput, EmptyCollection, ServiceUnavailable
 from rag.evidence import Evidence, Source
+from rag.ingest import IngestProgress, IngestReport, ingest
+from rag.keyword_index import CollectionSummary
 from rag.model_files import LOCAL_CHAT_MODELS
-from rag.readers import arxiv_id
+from rag.readers import arxiv_id, doi_of
+from rag.retrieve import Filters
+from rag.store import check_name
 from rag.text import CITATION, cited_numbers
 
 EXAMPLES = [
@@ -91,17 +100,16 @@ def _highlighted(text: str, sentences: Sequence[str]) -> str:
     return "".join(parts) + html.escape(text[at:])
 
 
-_DOI = re.compile(r"^(?:doi:\s*|https?://(?:dx\.)?doi\.org/)?(10\.\d{4,9}/\S+)$", re.IGNORECASE)
-
-
-def identifier_link(source: Source) -> tuple[str, str] | None:
-    """The paper's public identifier and its page — an arXiv id or a DOI, in its id or its URL field — if any."""
-    for value in (source.paper_id, source.url or ""):
-        if found := arxiv_id(value):
-            return f"arXiv {found}", f"https://arxiv.org/abs/{found}"
-        if match := _DOI.match(value.strip()):
-            return f"DOI {match.group(1)}", "https://doi.org/" + quote(match.group(1), safe="/")
-    return None
+def identifier_links(source: Source) -> list[tuple[str, str]]:
+    """The paper's public identifiers and their pages — its DOI and its arXiv id, from its DOI field, its id or its
+    URL — when known."""
+    links: dict[str, tuple[str, str]] = {}
+    for value in (source.doi or "", source.paper_id, source.url or ""):
+        if (found := arxiv_id(value)) and "arxiv" not in links:
+            links["arxiv"] = (f"arXiv {found}", f"https://arxiv.org/abs/{found}")
+        elif (doi := doi_of(value)) and "doi" not in links:
+            links["doi"] = (f"DOI {doi}", "https://doi.org/" + quote(doi, safe="/"))
+    return [links[kind] for kind in ("doi", "arxiv") if kind in links]
 
 
 def _link(href: str, text: str) -> str:
@@ -109,19 +117,20 @@ def _link(href: str, text: str) -> str:
 
 
 def _card(source: Source, details: Sequence[str], quote_text: str, quoted: Sequence[str]) -> str:
-    """A paper as a reader identifies and checks it: its title (linked), authors, year and public identifier, the
+    """A paper as a reader identifies and checks it: its title (linked), authors, year, venue and public ids, the
     ``details`` given, the quote with its ``quoted`` sentences marked, and the whole abstract with them marked. The
     internal paper id (a title hash for most corpora) means nothing to a reader and is never shown."""
-    identifier = identifier_link(source)
+    identifiers = identifier_links(source)
     title = html.escape(source.title)
     if source.url and source.url.startswith(("http://", "https://")):
         title = _link(source.url, title)
-    elif identifier:
-        title = _link(identifier[1], title)
+    elif identifiers:
+        title = _link(identifiers[0][1], title)
     authors = ", ".join(source.authors[:3]) + (" et al." if len(source.authors) > 3 else "")
     meta = [html.escape(authors)] if authors else []
     meta += [str(source.year)] if source.year else []
-    meta += [_link(identifier[1], html.escape(identifier[0]))] if identifier else []
+    meta += [f"<i>{html.escape(source.venue)}</i>"] if source.venue else []
+    meta += [_link(href, html.escape(label)) for label, href in identifiers]
     abstract = ""
     if source.abstract:
         full = _highlighted(source.abstract, quoted)
@@ -189,6 +198,57 @@ def _why_not_synthesis(answer: Answer, provider: str) -> str:
     return ""
 
 
+def cited_sources(answer: Answer) -> list[Source]:
+    """The sources the answer cites, in their numbers' order."""
+    cited = set(answer.cited)
+    return [source for source in answer.evidence.sources if source.n in cited]
+
+
+def reference_line(source: Source) -> str:
+    """A numbered reference as Markdown: authors (year). *Title*. Venue. Link."""
+    authors = ", ".join(source.authors[:3]) + (" et al." if len(source.authors) > 3 else "")
+    parts = [f"{authors} ({source.year})." if authors and source.year else f"{authors or source.year or ''}."]
+    parts.append(f"*{source.title}*.")
+    parts += [f"{source.venue}."] if source.venue else []
+    links = identifier_links(source)
+    parts += [links[0][1]] if links else [source.url] if source.url else []
+    return " ".join(part for part in parts if part != ".")
+
+
+def answer_markdown(answer: Answer) -> str:
+    """The answer to paste into notes: its text with the [n] markers, then its numbered references."""
+    cited = cited_sources(answer)
+    body = answer.synthesis or answer.text
+    if not cited:
+        return body
+    return body + "\n\n**References**\n\n" + "\n".join(f"[{s.n}] {reference_line(s)}" for s in cited)
+
+
+def bibtex_download(answer: Answer) -> str:
+    """A link that saves the cited papers' BibTeX entries as a file, built in the page (nothing written on the
+    server); empty when nothing is cited."""
+    cited = cited_sources(answer)
+    if not cited:
+        return ""
+    entries = bibtex_library([Reference.of_source(source) for source in cited])
+    href = "data:application/x-bibtex;charset=utf-8," + quote(entries)
+    noun = "paper" if len(cited) == 1 else "papers"
+    return (
+        f'<a id="download-bibtex" class="rag-export" download="citations.bib" href="{html.escape(href)}">'
+        f"⤓ BibTeX of the {len(cited)} cited {noun}</a>"
+    )
+
+
+def collection_label(row: CollectionSummary) -> str:
+    return f"{row.name} — {row.papers} papers · {row.embedder}"
+
+
+def filters_of(year_from: float | None, year_to: float | None, categories: Sequence[str] | None) -> Filters | None:
+    """The UI's filter settings as search filters; None when nothing restricts."""
+    filters = Filters(int(year_from) if year_from else None, int(year_to) if year_to else None, tuple(categories or ()))
+    return filters if filters.to_llama() is not None else None
+
+
 def corpus_line(assistant: Assistant, collection: str | None) -> str:
     try:
         settings = assistant.settings_for(collection)
@@ -206,6 +266,70 @@ def corpus_line(assistant: Assistant, collection: str | None) -> str:
     )
 
 
+def ingest_status(event: IngestProgress) -> str:
+    """A line and a bar saying how far an upload's ingest is."""
+    if event.stage == "reading":
+        return "Reading the file…"
+    if event.stage == "indexing":
+        return f"Indexing {event.total} papers for keyword search and reranking…"
+    bar = f'<progress value="{event.done}" max="{max(event.total, 1)}"></progress>'
+    return f"{bar} Embedding papers: {event.done} of {event.total}"
+
+
+def ingest_summary(report: IngestReport, source: str) -> str:
+    lines = [
+        f"**Ingested {html.escape(source)}** into `{report.collection}`: {report.added} papers added, "
+        f"{report.updated} updated, {report.skipped} unchanged; the file holds {report.papers}."
+    ]
+    if report.skipped_no_abstract:
+        lines.append(f"{report.skipped_no_abstract} entries without an abstract were skipped (nothing to cite).")
+    if report.skipped_malformed:
+        shown = "; ".join(html.escape(problem.split(": ", 1)[-1]) for problem in report.problems[:3])
+        lines.append(f"{report.skipped_malformed} malformed entries were skipped: {shown}")
+    if report.duplicates:
+        lines.append(f"{report.duplicates} duplicates dropped.")
+    return "  \n".join(lines)
+
+
+def ingest_upload(assistant: Assistant, upload: Path, collection: str) -> Iterator[IngestProgress | IngestReport]:
+    """Ingest an uploaded file into a collection (new or existing) in a worker thread, yielding its progress and
+    then its report; bad input (too big, no supported format, a bad name) raises before the store is touched. The
+    upload, and the folder Gradio made for it, are removed once the ingest is over, even when the page that asked
+    has gone: the worker finishes the ingest on its own."""
+    try:
+        limit = assistant.settings.server.max_upload_mb
+        size = upload.stat().st_size
+        if size > limit * 1_000_000:
+            raise BadInput(f"{upload.name} is {size / 1e6:.0f} MB; uploads are limited to {limit:g} MB")
+        settings = assistant.settings_for(check_name(collection))
+    except BaseException:
+        _remove_upload(upload)
+        raise
+    events: queue.Queue[IngestProgress | IngestReport | Exception] = queue.Queue()
+
+    def run() -> None:
+        try:
+            with assistant.ingesting:
+                events.put(ingest(upload, "auto", settings, progress=False, on_progress=events.put))
+        except Exception as error:  # re-raised in the caller's thread below
+            events.put(error)
+        finally:
+            _remove_upload(upload)
+
+    threading.Thread(target=run, name=f"ingest-{collection}", daemon=True).start()
+    while not isinstance(event := events.get(), IngestReport | Exception):
+        yield event
+    if isinstance(event, Exception):
+        raise event
+    yield event
+
+
+def _remove_upload(upload: Path) -> None:
+    upload.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        upload.parent.rmdir()
+
+
 def build_ui(assistant: Assistant) -> gr.Blocks:
     settings = assistant.settings
 
@@ -217,50 +341,55 @@ def build_ui(assistant: Assistant) -> gr.Blocks:
         provider: str,
         local_model: str,
         collection: str,
+        year_from: float | None,
+        year_to: float | None,
+        categories: list[str] | None,
     ) -> Any:
         message = (message or "").strip()
         if not message:
             gr.Warning("Type a question first.")
-            yield message, chat, history, gr.skip(), gr.skip()
+            yield message, chat, history, gr.skip(), gr.skip(), gr.skip(), gr.skip()
             return
         chat = [*chat, {"role": "user", "content": message}, {"role": "assistant", "content": "Finding evidence…"}]
-        yield "", chat, history, gr.skip(), ""
+        yield "", chat, history, gr.skip(), "", "", ""
         try:
             request_settings = assistant.settings_for(collection, provider, local_model)
             conversation, notice = assistant.conversation(request_settings, list(history))
+            filters = filters_of(year_from, year_to, categories)
             text = ""  # the verified sentences so far
-            for event in conversation.ask(message, candidates=int(top_k)):
+            for event in conversation.ask(message, filters, candidates=int(top_k)):
                 match event:
                     case EvidenceReady(evidence):
                         chat[-1]["content"] = (
                             "Writing the answer…" if conversation.model and not evidence.refused else ""
                         )
-                        yield "", chat, history, sources_panel(evidence), notice or ""
+                        yield "", chat, history, sources_panel(evidence), notice or "", gr.skip(), gr.skip()
                     case Draft(draft):  # the sentence being written, shown apart until it is verified
                         chat[-1]["content"] = (
                             link_citations(text) + f'<span class="rag-draft">{html.escape(draft)}</span>'
                         )
-                        yield "", chat, history, gr.skip(), gr.skip()
+                        yield "", chat, history, gr.skip(), gr.skip(), gr.skip(), gr.skip()
                     case Sentence():
                         text += event.delta
                         chat[-1]["content"] = link_citations(text)
-                        yield "", chat, history, gr.skip(), gr.skip()
+                        yield "", chat, history, gr.skip(), gr.skip(), gr.skip(), gr.skip()
                     case Quotes() | Fallback():  # the final answer below shows them compactly
                         pass
                     case Final(answer):
                         chat[-1]["content"] = link_citations(chat_text(answer))
                         line = notice or notice_for(answer, request_settings.llm.provider)
                         panel = sources_panel(answer.evidence, answer.cited)
-                        yield "", chat, conversation.history, panel, line
+                        exports = bibtex_download(answer), answer_markdown(answer)
+                        yield "", chat, conversation.history, panel, line, *exports
         except EmptyCollection:
             chat[-1]["content"] = NO_CORPUS.format(collection=collection or settings.collection)
-            yield "", chat, history, EMPTY_PANEL, "**No corpus ingested.**"
+            yield "", chat, history, EMPTY_PANEL, "**No corpus ingested.**", "", ""
         except ServiceUnavailable as error:
             chat[-1]["content"] = f"The vector store is unavailable: {error}. Try again once it is back."
-            yield "", chat, history, gr.skip(), "**Store unavailable.**"
+            yield "", chat, history, gr.skip(), "**Store unavailable.**", "", ""
         except BadInput as error:
             chat[-1]["content"] = f"Cannot answer that: {error}"
-            yield "", chat, history, gr.skip(), ""
+            yield "", chat, history, gr.skip(), "", "", ""
 
     def ask(question: str, collection: str = "", provider: str = "", top_k: int = 0) -> dict[str, Any]:
         """One question, no history: the same JSON as `rag ask --json`."""
@@ -274,12 +403,54 @@ def build_ui(assistant: Assistant) -> gr.Blocks:
         payload["notice"] = payload["notice"] or notice
         return payload
 
-    def refresh(collection: str) -> tuple[str, Any]:
+    def refresh(collection: str) -> tuple[Any, ...]:
+        """The corpus line, the collection list, and the chosen collection's filter choices."""
         try:
-            names = assistant.collections()
+            rows = assistant.collections()
         except (ServiceUnavailable, BadInput):  # the corpus line says what is wrong
-            names = []
-        return corpus_line(assistant, collection), gr.Dropdown(choices=sorted({*names, collection}))
+            rows = []
+        choices = [(collection_label(row), row.name) for row in rows]
+        if collection and collection not in {row.name for row in rows}:
+            choices.append((f"{collection} — empty", collection))
+        chosen = next((row for row in rows if row.name == collection), None)
+        years = f"{chosen.years[0]}–{chosen.years[1]}" if chosen and chosen.years else "no years recorded"
+        return (
+            corpus_line(assistant, collection),
+            gr.Dropdown(choices=choices, value=collection),
+            gr.Dropdown(choices=list(chosen.categories) if chosen else [], value=[]),
+            gr.Number(info=f"This collection: {years}"),
+        )
+
+    def add_library(upload: str | None, target: str, collection: str) -> Any:
+        """Ingest an uploaded file into a new or existing collection, showing progress. Runs in its own queue, so
+        questions keep being answered meanwhile."""
+        if not upload:
+            yield "Choose a file first.", gr.skip()
+            return
+        name = (target or "").strip() or collection or settings.collection
+        try:
+            for event in ingest_upload(assistant, Path(upload), name):
+                if isinstance(event, IngestReport):
+                    yield ingest_summary(event, Path(upload).name), gr.Dropdown(value=event.collection)
+                else:
+                    yield ingest_status(event), gr.skip()
+        except (BadInput, ServiceUnavailable) as error:
+            yield f"**Not ingested:** {html.escape(str(error))}. The collection is as it was.", gr.skip()
+
+    def ask_delete(collection: str) -> tuple[str, Any]:
+        row = next((row for row in assistant.collections() if row.name == collection), None)
+        if row is None:
+            return f"There is no collection `{collection}` to delete.", gr.Row(visible=False)
+        return f"Delete collection **{row.name}** and its {row.papers} papers? This cannot be undone.", gr.Row(
+            visible=True
+        )
+
+    def delete(collection: str) -> tuple[str, Any, Any]:
+        try:
+            assistant.delete(assistant.settings_for(collection))
+        except (BadInput, ServiceUnavailable) as error:
+            return f"**Not deleted:** {html.escape(str(error))}", gr.Row(visible=False), gr.skip()
+        return f"Deleted collection `{collection}`.", gr.Row(visible=False), gr.Dropdown(value=settings.collection)
 
     with gr.Blocks(title="Research assistant") as demo:
         gr.Markdown("## Research assistant\nAsk about the papers in the corpus; every claim in an answer cites them.")
@@ -301,26 +472,74 @@ def build_ui(assistant: Assistant) -> gr.Blocks:
                 gr.Examples(EXAMPLES, inputs=box, label="Examples")
             with gr.Column(scale=2):
                 panel = gr.HTML(EMPTY_PANEL, elem_id="sources")
-        with gr.Accordion("Settings", open=False), gr.Row():
+                bibtex = gr.HTML("", elem_id="export-bibtex")
+                with gr.Accordion("Copy as Markdown", open=False):
+                    markdown = gr.Textbox(
+                        label="The answer with its numbered references",
+                        lines=6,
+                        interactive=False,
+                        buttons=["copy"],
+                        elem_id="answer-markdown",
+                    )
+        with gr.Accordion("Settings and filters", open=False), gr.Row():
             top_k = gr.Slider(1, 20, value=settings.answer.candidates, step=1, label="Papers retrieved (top-k)")
             provider = gr.Dropdown(
                 ["local", "openai", "none"], value=settings.llm.provider, label="Answer model provider"
             )
             local_model = gr.Dropdown(list(LOCAL_CHAT_MODELS), value=settings.llm.local_model, label="Local model")
-            collection = gr.Dropdown(
-                [settings.collection], value=settings.collection, allow_custom_value=True, label="Collection"
-            )
+            year_from = gr.Number(label="From year", precision=0, elem_id="year-from")
+            year_to = gr.Number(label="To year", precision=0, elem_id="year-to")
+            categories = gr.Dropdown([], multiselect=True, label="Categories / keywords (all must hold)")
+        with gr.Accordion("Library: collections and uploads", open=False, elem_id="library"):
+            with gr.Row():
+                collection = gr.Dropdown(
+                    [settings.collection],
+                    value=settings.collection,
+                    allow_custom_value=True,  # a collection another process is still ingesting can be typed
+                    label="Collection",
+                    elem_id="collection",
+                )
+                delete_button = gr.Button("Delete this collection…", variant="stop", elem_id="delete-collection")
+            with gr.Row(visible=False) as confirm_row:
+                confirm_text = gr.Markdown()
+                confirm = gr.Button("Yes, delete it", variant="stop", elem_id="confirm-delete")
+                cancel = gr.Button("Keep it", elem_id="cancel-delete")
+            with gr.Row():
+                upload = gr.File(
+                    label="Library file: BibTeX, RIS or CSL JSON (Zotero exports), JSON lines or CSV",
+                    file_types=[".bib", ".ris", ".json", ".jsonl", ".csv", ".txt"],
+                    elem_id="upload",
+                )
+                with gr.Column():
+                    target = gr.Textbox(
+                        label="Into collection (new or existing; empty = the chosen one)", elem_id="target"
+                    )
+                    add = gr.Button("Add to collection", variant="primary", elem_id="add-library")
+            library_status = gr.Markdown(elem_id="library-status")
         history = gr.State([])
 
-        inputs = [box, chatbot, history, top_k, provider, local_model, collection]
-        outputs = [box, chatbot, history, panel, notice]
+        inputs = [box, chatbot, history, top_k, provider, local_model, collection, year_from, year_to, categories]
+        outputs = [box, chatbot, history, panel, notice, bibtex, markdown]
         # Both triggers share one queue, so answers wait their turn visibly instead of contending for the model.
         answering = {"trigger_mode": "once", "concurrency_id": "answer"}
         box.submit(respond, inputs, outputs, api_name="chat", **answering)  # type: ignore[arg-type]
         send.click(respond, inputs, outputs, api_visibility="private", **answering)  # type: ignore[arg-type]
-        clear.click(lambda: ("", [], [], EMPTY_PANEL, ""), None, outputs, api_visibility="private")
-        collection.change(refresh, collection, [stats, collection], api_visibility="private")
-        demo.load(refresh, collection, [stats, collection], api_visibility="private")
+        clear.click(lambda: ("", [], [], EMPTY_PANEL, "", "", ""), None, outputs, api_visibility="private")
+        facets = [stats, collection, categories, year_from]
+        collection.change(refresh, collection, facets, api_visibility="private")
+        demo.load(refresh, collection, facets, api_visibility="private")
+        # Ingests run one at a time in their own queue: an upload never holds up a question.
+        add.click(
+            add_library,
+            [upload, target, collection],
+            [library_status, collection],
+            api_visibility="private",
+            concurrency_id="ingest",
+            concurrency_limit=1,
+        ).then(lambda: None, None, upload, api_visibility="private")
+        delete_button.click(ask_delete, collection, [confirm_text, confirm_row], api_visibility="private")
+        confirm.click(delete, collection, [library_status, confirm_row, collection], api_visibility="private")
+        cancel.click(lambda: gr.Row(visible=False), None, confirm_row, api_visibility="private")
         gr.api(ask, api_name="ask", concurrency_id="answer")
     demo.queue(default_concurrency_limit=settings.server.concurrency, max_size=64)
     return demo

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from rag.chat_models import ChatModel, LLMUnavailable, Message
+from rag.cite import Reference, bibtex_entries
 from rag.evidence import Evidence, Source
 from rag.settings import Settings
 from rag.text import CITATION, cited_numbers, count_tokens, split_sentences, strip_citations
@@ -104,9 +105,13 @@ class Answer:
 
     def as_json(self) -> dict[str, Any]:
         by_n = {source.n: source for source in self.evidence.sources}
+        entries = bibtex_entries([Reference.of_source(by_n[n]) for n in self.cited])  # keys unique in the answer
         return {
             "answer": self.text,
-            "citations": [{"n": n, "paper_id": by_n[n].paper_id, "title": by_n[n].title} for n in self.cited],
+            "citations": [
+                {"n": n, "paper_id": by_n[n].paper_id, "title": by_n[n].title, "bibtex": bibtex}
+                for n, bibtex in zip(self.cited, entries, strict=True)
+            ],
             "sources": [source_json(s) for s in self.evidence.sources],
             "refused": self.evidence.refused,
             "refusal": self.evidence.refusal,

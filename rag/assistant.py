@@ -9,9 +9,11 @@ from typing import Any
 from rag import keyword_index
 from rag.chat import Conversation
 from rag.chat_models import ChatModel, LLMUnavailable, Message, build_chat_model
+from rag.errors import BadInput
 from rag.evidence import EvidenceFinder
+from rag.ingest import remove_collection
 from rag.settings import Settings
-from rag.store import collection_name, connect, list_collections, open_collection
+from rag.store import collection_name, connect, open_collection
 
 
 class FifoLock:
@@ -79,6 +81,7 @@ class Assistant:
         self._finders: dict[tuple[str, str], tuple[str, EvidenceFinder]] = {}  # (collection, data dir) → (version, …)
         self._building: dict[tuple[str, str], threading.Lock] = {}  # one finder build at a time per key
         self._models: dict[tuple[str, str], ChatModel | None] = {}
+        self.ingesting = threading.Lock()  # uploads ingest one at a time, even one whose page has gone
 
     def settings_for(
         self, collection: str | None = None, provider: str | None = None, local_model: str | None = None
@@ -137,9 +140,18 @@ class Assistant:
             model, notice = None, f"The language model is unavailable ({error}); answering from the evidence alone."
         return Conversation(settings, finder, model, history), notice
 
-    def collections(self) -> list[str]:
-        """The store's collections, by name (each reads with its own embedder)."""
-        return [stored.name for stored in list_collections(self.settings)]
+    def collections(self) -> list[keyword_index.CollectionSummary]:
+        """The store's collections, by name, with their counts and embedders (each reads with its own)."""
+        return keyword_index.summaries(self.settings)
+
+    def delete(self, settings: Settings) -> None:
+        """Delete the settings' collection with its index, and forget its finder; bad input when there is none."""
+        stored = open_collection(settings)
+        if stored is None:
+            raise BadInput(f"no collection named {settings.collection!r}")
+        remove_collection(settings, stored)
+        with self._cache_lock:
+            self._finders.pop((collection_name(settings), settings.data_dir), None)
 
     def stats(self, settings: Settings) -> dict[str, Any]:
         """The collection's counts, as its published index version records them (no scan of the store)."""

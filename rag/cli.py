@@ -218,20 +218,9 @@ def collections() -> None:
 def collections_list(as_json: bool) -> None:
     """Every collection with its papers and embedder."""
     from rag import keyword_index
-    from rag.store import list_collections
 
-    settings = load_settings()
-    rows: list[dict[str, Any]] = []
-    for stored in list_collections(settings):
-        version = keyword_index.current_version(settings.data_path, stored.name)
-        rows.append(
-            {
-                "name": stored.name,
-                "papers": version.papers if version else 0,
-                "chunks": version.chunks if version else 0,
-                "embedder": stored.info.embedder.id,
-            }
-        )
+    fields = ("name", "papers", "chunks", "embedder")
+    rows = [{key: getattr(row, key) for key in fields} for row in keyword_index.summaries(load_settings())]
     if as_json:
         emit(rows)
         return
@@ -249,7 +238,8 @@ def collections_list(as_json: bool) -> None:
 def collections_delete(name: str, yes: bool) -> None:
     """Delete a collection and its keyword index."""
     from rag import keyword_index
-    from rag.store import delete_collection, open_collection
+    from rag.ingest import remove_collection
+    from rag.store import open_collection
 
     settings = load_settings(name)
     stored = open_collection(settings)
@@ -264,8 +254,7 @@ def collections_delete(name: str, yes: bool) -> None:
             raise BadInput(f"deleting {name!r} needs confirmation: answer the prompt, or pass --yes") from None
         if not confirmed:
             _fail(1, f"kept collection {name!r}")
-    delete_collection(settings, stored)
-    keyword_index.remove(settings.data_path, name)
+    remove_collection(settings, stored)
     click.echo(f"deleted collection {name!r} ({papers})")
 
 
@@ -364,6 +353,23 @@ def chat(provider: str | None, collection: str | None) -> None:
             print_answer(assistant, question)
         except BadInput as error:
             click.echo(f"rag: {error}", err=True)
+
+
+@cli.command()
+@click.argument("paper_ids", nargs=-1, required=True, metavar="PAPER_ID...")
+@collection_option
+@json_option
+@handle_errors
+def cite(paper_ids: tuple[str, ...], collection: str | None, as_json: bool) -> None:
+    """BibTeX entries for papers in the store, as a .bib on stdout (an arXiv id or DOI may be given bare)."""
+    from rag.cite import bibtex_entries, bibtex_library, citation_keys, references_for
+
+    references = references_for(load_settings(collection), paper_ids)  # every id found, or nothing printed
+    if not as_json:
+        click.echo(bibtex_library(references), nl=False)
+        return
+    keys, entries = citation_keys(references), bibtex_entries(references)
+    emit([{"paper_id": r.paper_id, "key": k, "bibtex": e} for r, k, e in zip(references, keys, entries, strict=True)])
 
 
 @cli.group()

@@ -8,11 +8,11 @@ with the same chunk count counts, and so does an earlier run that died before pu
 """
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import tiktoken
 from chromadb.api.types import Where
@@ -32,12 +32,22 @@ from rag.store import (
     check_compatible,
     connect,
     create_collection,
+    delete_collection,
     fingerprint,
     manifest,
     open_collection,
 )
 
 EMBEDDED_KEYS = ("title",)
+
+
+@dataclass(frozen=True)
+class IngestProgress:
+    """How far an ingest is, for a caller that shows it (the web UI); the command line shows tqdm bars."""
+
+    stage: Literal["reading", "embedding", "indexing"]
+    done: int
+    total: int
 
 
 @dataclass
@@ -101,7 +111,7 @@ def paper_nodes(paper: Paper, splitter: SentenceSplitter, version: str) -> list[
         if value := getattr(paper, key):
             base[key] = value
     if paper.categories:
-        base["categories"] = " ".join(paper.categories)
+        base["categories"] = "; ".join(paper.categories)  # keywords may hold spaces
         base.update({f"cat:{category}": 1 for category in paper.categories})  # filterable flags
     nodes = []
     for i, chunk in enumerate(chunks):
@@ -134,13 +144,21 @@ def _unique(papers: Iterable[Paper], seen: set[str]) -> Iterator[Paper]:
 
 
 def ingest(
-    path: Path, fmt: str, settings: Settings, progress: bool = True, prune: bool = False, strict: bool = False
+    path: Path,
+    fmt: str,
+    settings: Settings,
+    progress: bool = True,
+    prune: bool = False,
+    strict: bool = False,
+    on_progress: Callable[[IngestProgress], None] | None = None,
 ) -> IngestReport:
     """Ingest a corpus file; with ``prune``, also remove the collection's papers the file no longer holds. A malformed
     file, or settings whose embedder or chunking differ from the collection's, are rejected before the store is
     touched. A malformed entry among good ones in a reference-manager export is skipped and reported, unless
-    ``strict``."""
+    ``strict``. ``on_progress`` hears of each stage and batch."""
     started = time.perf_counter()
+    tell = on_progress or (lambda _: None)
+    tell(IngestProgress("reading", 0, 0))
     stored = open_collection(settings)
     if stored is not None:
         check_compatible(stored, settings)
@@ -163,6 +181,8 @@ def ingest(
 
     added = updated = skipped = chunks = 0
     bar = tqdm(total=len(ids), unit="paper", desc=f"ingest {path.name}", disable=None if progress else True)
+    done = 0
+    tell(IngestProgress("embedding", done, len(ids)))
     for batch in _batched(_unique(read_corpus(path, fmt), set()), settings.ingest.batch_papers):
         todo: list[BaseNode] = []
         replaced: list[str] = []
@@ -194,6 +214,8 @@ def ingest(
                 _delete_papers(stored, replaced)
             ChromaVectorStore(chroma_collection=stored.collection).add(todo)
         bar.update(len(batch))
+        done += len(batch)
+        tell(IngestProgress("embedding", done, len(ids)))
     bar.close()
 
     removed = sorted(set(known) - ids) if prune else []
@@ -202,6 +224,7 @@ def ingest(
         for paper_id in removed:
             del final[paper_id]
     if stored is not None and keyword_index.stale(stored, settings.data_path, fingerprint(final)):
+        tell(IngestProgress("indexing", 0, len(final)))
         keyword_index.publish(stored, settings.data_path, local_embedder(settings), progress)
     return IngestReport(
         papers=len(ids),
@@ -218,6 +241,12 @@ def ingest(
         skipped_malformed=sum(entry.reason == "malformed" for entry in passed_over),
         problems=[str(entry) for entry in passed_over if entry.reason == "malformed"],
     )
+
+
+def remove_collection(settings: Settings, stored: StoredCollection) -> None:
+    """Delete a collection and every version of its keyword index."""
+    delete_collection(settings, stored)
+    keyword_index.remove(settings.data_path, stored.name)
 
 
 def _delete_papers(stored: StoredCollection, paper_ids: list[str]) -> None:

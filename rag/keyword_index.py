@@ -14,10 +14,12 @@ import os
 import shutil
 import tempfile
 import time
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from bm25s.stopwords import STOPWORDS_EN
@@ -27,7 +29,8 @@ from llama_index.retrievers.bm25 import BM25Retriever
 
 from rag.embedding import LocalMiniLMEmbedding, minilm_tokenizer
 from rag.errors import BadInput, EmptyCollection
-from rag.store import StoredCollection, fingerprint, iter_records, states_of
+from rag.settings import Settings
+from rag.store import StoredCollection, fingerprint, iter_records, list_collections, states_of
 
 if TYPE_CHECKING:
     from rag.late_interaction import TokenVectors
@@ -43,6 +46,7 @@ SCHOLARLY_STOPWORDS = (  # noqa: SIM905 - a word list reads best as words
 STOPWORDS = [*STOPWORDS_EN, *SCHOLARLY_STOPWORDS]
 # Bump when tokenisation changes: readers then ask for a re-ingest, which rebuilds.
 TOKENIZER_VERSION = "en+scholarly-1+pieces"
+MAX_CATEGORIES = 500  # a version lists at most this many categories (an arXiv snapshot has ~170)
 FORMAT = 3  # of the version folder: 2 had no token vectors, 1 recorded only rows and tokenizer
 
 
@@ -59,6 +63,8 @@ class IndexVersion:
     fingerprint: str  # rag.store.fingerprint of the rows it indexes
     format: int
     files: tuple[str, ...] = ()  # what the folder held when published
+    years: tuple[int, int] | None = None  # the papers' year range: what the UI's year filter offers
+    categories: tuple[str, ...] = ()  # the papers' categories/keywords, most papers first: the UI's filter choices
 
     def current_for(self, stored: StoredCollection) -> bool:
         """Whether readers of this collection may use it: this format and tokenizer, built from this collection."""
@@ -82,6 +88,36 @@ class KeywordIndex:
     @property
     def documents(self) -> int:
         return len(self.retriever.corpus)
+
+
+@dataclass(frozen=True)
+class CollectionSummary:
+    """A collection as a list of them shows it: its published counts, embedder and filter choices."""
+
+    name: str
+    papers: int
+    chunks: int
+    embedder: str
+    years: tuple[int, int] | None
+    categories: tuple[str, ...]
+
+
+def summaries(settings: Settings) -> list[CollectionSummary]:
+    """Every collection, by name, as its published version records it (no scan of the store)."""
+    rows = []
+    for stored in list_collections(settings):
+        version = current_version(settings.data_path, stored.name)
+        rows.append(
+            CollectionSummary(
+                name=stored.name,
+                papers=version.papers if version else 0,
+                chunks=version.chunks if version else 0,
+                embedder=stored.info.embedder.id,
+                years=version.years if version else None,
+                categories=version.categories if version else (),
+            )
+        )
+    return rows
 
 
 def piece_frequencies(nodes: list[BaseNode]) -> np.ndarray:
@@ -122,7 +158,17 @@ def current_version(data_path: Path, name: str) -> IndexVersion | None:
     older = {"chunks": state.get("rows", 0), "papers": 0, "format": 1}  # what a format-1 state lacks
     values = {"tokenizer": "", "created": "", "collection_id": "", "fingerprint": ""} | older
     values |= {key: value for key, value in state.items() if key in known} | {"id": live}
-    return IndexVersion(**(values | {"files": tuple(values.get("files", ()))}))
+    years = values.get("years")
+    return IndexVersion(
+        **(
+            values
+            | {
+                "files": tuple(values.get("files", ())),
+                "years": (int(years[0]), int(years[1])) if years else None,
+                "categories": tuple(values.get("categories", ())),
+            }
+        )
+    )
 
 
 def published(stored: StoredCollection, data_path: Path) -> IndexVersion | None:
@@ -190,7 +236,10 @@ def publish(
     np.save(path / PIECES_FILE, piece_frequencies(nodes))
     late_interaction.build(nodes, encoder, _live_tokens(stored, data_path), progress).save(path)
     states = states_of(row["metadatas"] for row in rows)
+    years, categories = _facets(row["metadatas"] for row in rows)
     version = IndexVersion(
+        years=years,
+        categories=categories,
         files=(*sorted(file.name for file in path.iterdir()), STATE_FILE),
         id=path.name,
         papers=len(states),
@@ -210,6 +259,20 @@ def publish(
         os.utime(previous)  # superseded now: a reader that just opened it gets a minute to finish
     _prune(folder, keep=path)
     return version
+
+
+def _facets(metadatas: Iterable[Mapping[str, Any]]) -> tuple[tuple[int, int] | None, tuple[str, ...]]:
+    """The papers' year range and their categories, most papers first (each paper counted once, from chunk 0)."""
+    years: list[int] = []
+    counts: Counter[str] = Counter()
+    for meta in metadatas:
+        if meta.get("chunk", 0) != 0:
+            continue
+        if isinstance(meta.get("year"), int):
+            years.append(meta["year"])
+        counts.update(key[4:] for key in meta if key.startswith("cat:"))
+    ranked = tuple(category for category, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+    return ((min(years), max(years)) if years else None), ranked[:MAX_CATEGORIES]
 
 
 def stale(stored: StoredCollection, data_path: Path, rows: str) -> bool:

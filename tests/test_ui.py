@@ -108,20 +108,22 @@ def test_gradio_client_gets_the_same_answer_shape_as_the_cli(app_server: App) ->
     titles = " ".join(source["title"] for source in payload["sources"])
     assert all(paper in titles for paper in SOFTMAX_PAPERS)
     # the chat endpoint: the reply in the chat carries citation links; an empty message adds nothing
-    box, chat, panel, notice = client.predict(SOFTMAX, [], 8, "none", "qwen2.5-coder-0.5b", "papers", api_name="/chat")
+    settings = (8, "none", "qwen2.5-coder-0.5b", "papers", None, None, [])  # top-k, provider, model, collection, filters
+    box, chat, panel, notice, bibtex, markdown = client.predict(SOFTMAX, [], *settings, api_name="/chat")
     assert box == "" and chat[-1]["role"] == "assistant" and 'href="#source-1"' in str(chat[-1]["content"])
     assert all(paper in panel for paper in SOFTMAX_PAPERS) and "Evidence-only" in notice
     assert not TITLE_ID.search(panel)
-    box, chat, *_ = client.predict("  ", [], 8, "none", "qwen2.5-coder-0.5b", "papers", api_name="/chat")
+    assert 'download="citations.bib"' in bibtex and "**References**" in markdown
+    box, chat, *_ = client.predict("  ", [], *settings, api_name="/chat")
     assert chat == []
-    _, chat, *_ = client.predict("x" * 100_000, [], 8, "none", "qwen2.5-coder-0.5b", "papers", api_name="/chat")
+    _, chat, *_ = client.predict("x" * 100_000, [], *settings, api_name="/chat")
     assert "the limit is 2,000" in str(chat[-1]["content"])  # a clear message in the chat, the app keeps serving
 
 
 def test_an_empty_collection_says_how_to_ingest(browser: Browser, app_server: App) -> None:
     page = open_app(browser, app_server.url)
-    page.get_by_text("Settings").click()
-    collection = page.get_by_label("Collection")
+    page.get_by_text("Library: collections and uploads").click()
+    collection = page.get_by_label("Collection", exact=True)
     collection.fill("nothing-here")
     collection.press("Enter")
     expect(page.locator("#corpus-stats")).to_contain_text("No corpus ingested in collection", timeout=30_000)
