@@ -108,7 +108,15 @@ def test_gradio_client_gets_the_same_answer_shape_as_the_cli(app_server: App) ->
     titles = " ".join(source["title"] for source in payload["sources"])
     assert all(paper in titles for paper in SOFTMAX_PAPERS)
     # the chat endpoint: the reply in the chat carries citation links; an empty message adds nothing
-    settings = (8, "none", "qwen2.5-coder-0.5b", "papers", None, None, [])  # top-k, provider, model, collection, filters
+    settings = (
+        8,
+        "none",
+        "qwen2.5-coder-0.5b",
+        "papers",
+        None,
+        None,
+        [],
+    )  # top-k, provider, model, collection, filters
     box, chat, panel, notice, bibtex, markdown = client.predict(SOFTMAX, [], *settings, api_name="/chat")
     assert box == "" and chat[-1]["role"] == "assistant" and 'href="#source-1"' in str(chat[-1]["content"])
     assert all(paper in panel for paper in SOFTMAX_PAPERS) and "Evidence-only" in notice
