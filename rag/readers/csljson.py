@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from rag.errors import CorpusError
-from rag.readers.bibtex import MAX_ENTRY_BYTES, CitationKeys, arxiv_in_note, keyword_list, short_key, too_large
+from rag.readers.exports import MAX_ENTRY_BYTES, CitationKeys, arxiv_in_note, keyword_list, short_key, too_large
 from rag.readers.records import Entry, Skipped, clean, first, make_paper
 
 _CHUNK = 65_536

@@ -8,7 +8,7 @@ from typing import Any
 import rispy
 
 from rag.errors import CorpusError
-from rag.readers.bibtex import CitationKeys, arxiv_in_note, keyword_list, line_records, short_key
+from rag.readers.exports import CitationKeys, arxiv_in_note, keyword_list, line_records, short_key
 from rag.readers.records import Entry, Skipped, clean, first, make_paper
 
 _START = re.compile(r"TY  -")

@@ -1,0 +1,106 @@
+"""What the reference-manager export readers (BibTeX, RIS, CSL JSON) share: bounded record splitting, citation-key
+bookkeeping, arXiv ids in notes and keyword lists."""
+
+import hashlib
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from rag.errors import CorpusError
+from rag.readers.records import arxiv_id
+
+# One reference-manager entry is a few kB even with a long abstract: a larger one is not an export (or an entry that
+# never closes), and stopping there keeps a 200 MB blob from being read whole.
+MAX_ENTRY_BYTES = 1_000_000
+
+_ARXIV_NOTE = re.compile(r"\barxiv:\s*([^\s,;\]]+)", re.IGNORECASE)
+_SHORT_KEY = re.compile(r"^[\w:.+-]{1,100}$")  # a citation key, not a URI or a sentence
+
+
+def too_large(path: Path, line: int) -> CorpusError:
+    return CorpusError(
+        path, f"entry is larger than {MAX_ENTRY_BYTES:,} bytes: not a reference-manager export (or it never ends)", line
+    )
+
+
+def line_records(path: Path, start: re.Pattern[str], end: re.Pattern[str] | None = None) -> Iterator[tuple[int, str]]:
+    """The records of a line-based export with the line each starts on: a record starts at a line matching ``start``
+    and runs to a line matching ``end`` (included) or to the next start. Lines outside records are passed over.
+    Decoding is checked as :func:`rag.readers.records.lines` does, and no line or record is read past
+    :data:`MAX_ENTRY_BYTES`, so an oversized record fails fast, naming its first line."""
+    begun, size = 0, 0
+    parts: list[str] = []
+    with path.open("rb") as handle:
+        number = 0
+        while raw := handle.readline(MAX_ENTRY_BYTES + 1):
+            number += 1
+            if len(raw) > MAX_ENTRY_BYTES:
+                raise too_large(path, begun or number)
+            if b"\x00" in raw:
+                raise CorpusError(path, "binary data (NUL byte), not a text export", number)
+            try:
+                text = raw.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as error:
+                raise CorpusError(
+                    path, f"not UTF-8 text (byte {error.start} of the line); export as UTF-8", number
+                ) from None
+            if start.match(text):
+                if parts:
+                    yield begun, "\n".join(parts)
+                begun, parts, size = number, [], 0
+            if not begun:
+                continue
+            parts.append(text)
+            size += len(raw)
+            if size > MAX_ENTRY_BYTES:
+                raise too_large(path, begun)
+            if end is not None and end.match(text):
+                yield begun, "\n".join(parts)
+                begun, parts, size = 0, [], 0
+    if parts:
+        yield begun, "\n".join(parts)
+
+
+class CitationKeys:
+    """The keys seen so far in one file: one key on two different entries is an error naming both lines (an entry
+    exported twice, byte for byte, is the same paper and passes; ingest drops the copy)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.seen: dict[str, tuple[int, str]] = {}
+
+    def check(self, key: str, line: int, text: str) -> None:
+        digest = hashlib.sha1(" ".join(text.split()).encode()).hexdigest()
+        first_line, first_digest = self.seen.setdefault(key, (line, digest))
+        if first_digest != digest:
+            raise CorpusError(
+                self.path,
+                f"citation key {key!r} is used by two different entries (lines {first_line} and {line})",
+                line,
+            )
+
+
+def short_key(value: Any) -> str | None:
+    """A citation-key-like id worth keeping as the paper id (not a Zotero item URI, not a number alone)."""
+    if isinstance(value, int | str) and _SHORT_KEY.match(str(value)) and not str(value).isdigit():
+        return str(value)
+    return None
+
+
+def arxiv_in_note(*notes: Any) -> str | None:
+    """The arXiv id Zotero writes into a note or Extra field ("arXiv:1706.03762 [cs]", "arXiv: 1706.03762")."""
+    for note in notes:
+        for text in note if isinstance(note, list) else [note]:
+            if isinstance(text, str):
+                for match in _ARXIV_NOTE.finditer(text):
+                    if found := arxiv_id(match.group(1)):
+                        return found
+    return None
+
+
+def keyword_list(value: Any) -> list[str]:
+    """Whole keywords (a keyword may hold spaces: "Computer Science - Machine Learning"), from a list or a
+    comma/semicolon-separated string."""
+    items = value if isinstance(value, list) else re.split(r"[,;]", value) if isinstance(value, str) else []
+    return [item.strip() for item in items if isinstance(item, str) and item.strip()]
