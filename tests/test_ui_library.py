@@ -17,13 +17,15 @@ from bibtexparser.middlewares import LatexDecodingMiddleware
 from gradio_client import Client
 from playwright.sync_api import Browser, expect
 
-from app.ui import answer_markdown, bibtex_download, ingest_upload, reference_line
-from rag.answer import Answer
+from app.ui import answer_markdown, bibtex_download, filters_of, ingest_upload, reference_line
+from rag.answer import Answer, final_answer
 from rag.assistant import Assistant
 from rag.errors import BadInput
 from rag.evidence import Evidence
 from rag.ingest import IngestProgress, IngestReport
 from rag.keyword_index import summaries
+from rag.readers import read_corpus
+from rag.retrieve import Filters
 from tests.conftest import App, make_settings, rag_serve
 from tests.test_ui import SOFTMAX, browser, open_app, paper
 
@@ -105,7 +107,7 @@ def test_uploads_stay_inside_the_data_directory_whatever_their_name(library_app:
 
 @pytest.fixture
 def assistant(tmp_path: Path) -> Assistant:
-    return Assistant(make_settings(tmp_path / "data", server={"max_upload_mb": 1}))
+    return Assistant(make_settings(tmp_path / "data", server={"max_upload_mb": 1}, llm={"provider": "none"}))
 
 
 def uploaded(tmp_path: Path, source: Path | bytes, name: str) -> Path:
@@ -126,6 +128,28 @@ def test_an_upload_ingests_with_progress_and_is_removed_afterwards(assistant: As
     assert embedding[0].done == 0 and embedding[-1].done == embedding[-1].total == 20
     assert not upload.exists() and not upload.parent.exists()
     assert [(row.name, row.papers) for row in summaries(assistant.settings)] == [("mine", 20)]
+
+
+def test_the_filters_offer_the_collections_years_and_keywords_and_restrict_the_answer(
+    assistant: Assistant, tmp_path: Path
+) -> None:
+    list(ingest_upload(assistant, uploaded(tmp_path, LIBRARY / "library.bib", "library.bib"), "mine"))
+    (row,) = summaries(assistant.settings)
+    papers = [p for p in read_corpus(LIBRARY / "library.bib") if p.year is not None]
+    assert row.years == (min(p.year for p in papers), max(p.year for p in papers))
+    assert set(row.categories) == {keyword for p in papers for keyword in p.categories}
+    settings = assistant.settings_for("mine")
+
+    def cited_years(filters: Filters | None) -> set[int | None]:
+        conversation, _ = assistant.conversation(settings, [])
+        answer = final_answer(conversation.ask(SOFTMAX, filters))
+        return {source.year for source in answer.evidence.sources}
+
+    unfiltered = cited_years(filters_of(None, None, None))
+    latest = max(year for year in unfiltered if year is not None)
+    assert cited_years(filters_of(latest, latest, None)) == {latest}
+    assert latest not in cited_years(filters_of(None, latest - 1, None))
+    assert cited_years(filters_of(row.years[1] + 1, None, None)) == set()  # nothing that new: refused
 
 
 @pytest.mark.parametrize(
