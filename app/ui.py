@@ -308,13 +308,15 @@ def ingest_upload(assistant: Assistant, upload: Path, collection: str) -> Iterat
     events: queue.Queue[IngestProgress | IngestReport | Exception] = queue.Queue()
 
     def run() -> None:
+        outcome: IngestReport | Exception
         try:
             with assistant.ingesting:
-                events.put(ingest(upload, "auto", settings, progress=False, on_progress=events.put))
+                outcome = ingest(upload, "auto", settings, progress=False, on_progress=events.put)
         except Exception as error:  # re-raised in the caller's thread below
-            events.put(error)
+            outcome = error
         finally:
-            _remove_upload(upload)
+            _remove_upload(upload)  # before the outcome is told: a caller that hears it finds the upload gone
+        events.put(outcome)
 
     threading.Thread(target=run, name=f"ingest-{collection}", daemon=True).start()
     while not isinstance(event := events.get(), IngestReport | Exception):

@@ -96,8 +96,8 @@ def sniff_format(path: Path) -> str:
         return "bibtex"
     if suffix == ".ris" or first.startswith("TY  -"):
         return "ris"
-    if first.startswith("["):  # a JSON array: CSL JSON as Zotero exports it (.json), never JSON lines
-        return "csljson"
+    if first.startswith("[") and path.suffix.lower() not in {".jsonl", ".ndjson"}:
+        return "csljson"  # a JSON array: CSL JSON as Zotero exports it (.json); a .jsonl's reader says what is wrong
     if first.startswith("{") or path.suffix.lower() in {".jsonl", ".ndjson", ".json"}:
         try:
             record = json.loads(first)
