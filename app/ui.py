@@ -23,7 +23,7 @@ from rag.assistant import Assistant
 from rag.cite import Reference, bibtex_library
 from rag.errors import BadInput, EmptyCollection, ServiceUnavailable
 from rag.evidence import Evidence, Source
-from rag.ingest import IngestProgress, IngestReport, ingest
+from rag.ingest import IngestProgress, IngestReport, entries, ingest
 from rag.keyword_index import CollectionSummary
 from rag.model_files import LOCAL_CHAT_MODELS
 from rag.readers import arxiv_id, doi_of
@@ -282,10 +282,10 @@ def ingest_summary(report: IngestReport, source: str) -> str:
         f"{report.updated} updated, {report.skipped} unchanged; the file holds {report.papers}."
     ]
     if report.skipped_no_abstract:
-        lines.append(f"{report.skipped_no_abstract} entries without an abstract were skipped (nothing to cite).")
+        lines.append(f"{entries(report.skipped_no_abstract)} without an abstract skipped (nothing to cite).")
     if report.skipped_malformed:
         shown = "; ".join(html.escape(problem.split(": ", 1)[-1]) for problem in report.problems[:3])
-        lines.append(f"{report.skipped_malformed} malformed entries were skipped: {shown}")
+        lines.append(f"{entries(report.skipped_malformed)} malformed, skipped: {shown}")
     if report.duplicates:
         lines.append(f"{report.duplicates} duplicates dropped.")
     return "  \n".join(lines)
@@ -501,7 +501,9 @@ def build_ui(assistant: Assistant) -> gr.Blocks:
                     label="Collection",
                     elem_id="collection",
                 )
-                delete_button = gr.Button("Delete this collection…", variant="stop", elem_id="delete-collection")
+                delete_button = gr.Button(
+                    "Delete this collection…", variant="stop", size="sm", scale=0, elem_id="delete-collection"
+                )
             with gr.Row(visible=False) as confirm_row:
                 confirm_text = gr.Markdown()
                 confirm = gr.Button("Yes, delete it", variant="stop", elem_id="confirm-delete")

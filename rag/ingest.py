@@ -41,6 +41,10 @@ from rag.store import (
 EMBEDDED_KEYS = ("title",)
 
 
+def entries(count: int) -> str:
+    return f"{count} {'entry' if count == 1 else 'entries'}"
+
+
 @dataclass(frozen=True)
 class IngestProgress:
     """How far an ingest is, for a caller that shows it (the web UI); the command line shows tqdm bars."""
@@ -77,9 +81,9 @@ class IngestReport:
             f"{self.collection!r} [{self.embedder}] in {self.seconds:.1f} s"
         ]
         if self.skipped_no_abstract:
-            lines.append(f"{self.skipped_no_abstract} entries without an abstract skipped (nothing to search or cite)")
+            lines.append(f"{entries(self.skipped_no_abstract)} without an abstract skipped (nothing to search or cite)")
         if self.skipped_malformed:
-            lines.append(f"{self.skipped_malformed} malformed entries skipped (listed above; --strict fails instead)")
+            lines.append(f"{entries(self.skipped_malformed)} malformed, skipped (listed above; --strict fails instead)")
         return "\n".join(lines)
 
 

@@ -206,7 +206,7 @@ def test_each_export_ingests_to_20_papers_and_reingest_adds_nothing(store: dict[
     again: Result = store["again"][fmt]
     assert again.exit_code == 0, again.output
     assert re.search(r"^20 papers \(0 added, 0 updated, 20 unchanged", again.stdout, re.M), again.stdout
-    assert re.search(r"^1 entries without an abstract skipped", again.stdout, re.M), again.stdout
+    assert re.search(r"^1 entry without an abstract skipped", again.stdout, re.M), again.stdout
     assert stats(store["env"], f"own-{fmt}")["papers"] == 20
 
 

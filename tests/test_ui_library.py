@@ -30,6 +30,7 @@ from tests.conftest import App, make_settings, rag_serve
 from tests.test_ui import SOFTMAX, browser, open_app, paper
 
 LIBRARY = Path(__file__).parent / "data" / "library"
+SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "ui-library.png"
 __all__ = ["browser"]  # the module-scoped chromium fixture, shared with tests/test_ui.py
 
 
@@ -58,7 +59,7 @@ def test_upload_a_bib_ask_it_and_download_the_citations_as_bibtex(
     status = page.locator("#library-status")
     expect(status).to_contain_text("Ingested library.bib", timeout=180_000)
     expect(status).to_contain_text("20 papers added")
-    expect(status).to_contain_text("1 entries without an abstract were skipped")
+    expect(status).to_contain_text("1 entry without an abstract skipped")
     expect(page.locator("#corpus-stats")).to_contain_text("Corpus mine: 20 papers", timeout=30_000)
 
     page.locator("#question textarea").fill(SOFTMAX)
@@ -80,6 +81,7 @@ def test_upload_a_bib_ask_it_and_download_the_citations_as_bibtex(
     panel = page.locator("#sources").inner_text()
     assert all(entry.fields_dict["title"].value in panel for entry in entries)
     page.get_by_text("Copy as Markdown").click()
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
     references = re.compile(r"\*\*References\*\*\s+\[\d+\] ")
     expect(page.locator("#answer-markdown textarea")).to_have_value(references, timeout=10_000)
 
