@@ -4,10 +4,8 @@ The browser half drives Debian's chromium with Playwright against `rag serve`; t
 the UI (:func:`app.ui.ingest_upload`) on a real store."""
 
 import re
-import shutil
 import tempfile
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import bibtexparser
@@ -26,7 +24,7 @@ from rag.ingest import IngestProgress, IngestReport
 from rag.keyword_index import summaries
 from rag.readers import read_corpus
 from rag.retrieve import Filters
-from tests.conftest import App, make_settings, rag_serve
+from tests.conftest import App, make_settings
 from tests.test_ui import SOFTMAX, browser, open_app, paper
 
 LIBRARY = Path(__file__).parent / "data" / "library"
@@ -34,24 +32,15 @@ SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "ui-library.png"
 __all__ = ["browser"]  # the module-scoped chromium fixture, shared with tests/test_ui.py
 
 
-@pytest.fixture(scope="module")
-def library_app(bundled_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
-    """The app over a copy of the bundled corpus, answering from the evidence (no model needed)."""
-    folder = tmp_path_factory.mktemp("library-app")
-    shutil.copytree(bundled_data, folder / "data")
-    with rag_serve(folder / "data", folder / "serve.log", RAG_LLM__PROVIDER="none") as app:
-        yield app
-
-
 def test_upload_a_bib_ask_it_and_download_the_citations_as_bibtex(
-    browser: Browser, library_app: App, tmp_path: Path
+    browser: Browser, app_server: App, tmp_path: Path
 ) -> None:
-    page = open_app(browser, library_app.url)
+    page = open_app(browser, app_server.url)
     expect(page.locator("#corpus-stats")).to_contain_text("231 papers", timeout=30_000)
     page.get_by_text("Library: collections and uploads").click()
     page.locator("#upload input[type=file]").set_input_files(LIBRARY / "library.bib")
     page.locator("#target input, #target textarea").first.fill("mine")
-    chatter = Client(library_app.url, verbose=False)
+    chatter = Client(app_server.url, verbose=False)
     page.locator("#add-library").click()
     # someone else keeps chatting with the default collection while the library embeds
     other = chatter.predict(SOFTMAX, "papers", "none", 0, api_name="/ask")
@@ -62,6 +51,9 @@ def test_upload_a_bib_ask_it_and_download_the_citations_as_bibtex(
     expect(status).to_contain_text("1 entry without an abstract skipped")
     expect(page.locator("#corpus-stats")).to_contain_text("Corpus mine: 20 papers", timeout=30_000)
 
+    page.get_by_text("Settings and filters").click()
+    page.get_by_label("Answer model provider").click()
+    page.get_by_role("option", name="none").click()  # the evidence-only answer: no model run needed
     page.locator("#question textarea").fill(SOFTMAX)
     page.locator("#question textarea").press("Enter")
     link = page.locator("#download-bibtex")
@@ -95,11 +87,11 @@ def test_upload_a_bib_ask_it_and_download_the_citations_as_bibtex(
         chatter.predict(SOFTMAX, "mine", "none", 0, api_name="/ask")
 
 
-def test_uploads_stay_inside_the_data_directory_whatever_their_name(library_app: App, tmp_path: Path) -> None:
+def test_uploads_stay_inside_the_data_directory_whatever_their_name(app_server: App, tmp_path: Path) -> None:
     """Gradio stores an upload under the data directory's uploads folder, with the name's path parts dropped."""
-    data = Path(library_app.log).parent / "data"
+    data = Path(app_server.log).parent / "data"
     files = {"files": ("../../../escaped.bib", b"@article{x, title={T}, abstract={A}}", "text/plain")}
-    reply = httpx.post(f"{library_app.url}/gradio_api/upload", files=files, timeout=30)
+    reply = httpx.post(f"{app_server.url}/gradio_api/upload", files=files, timeout=30)
     reply.raise_for_status()
     stored = Path(reply.json()[0]).resolve()
     assert stored.is_relative_to((data / "uploads").resolve()) and stored.name == "escaped.bib"
