@@ -52,8 +52,8 @@ def run_session(
         started = time.monotonic()
         try:
             if client is not None:
-                inputs = (question, chat, 8, provider, "qwen2.5-coder-0.5b", "papers")
-                _, chat, _, notice = client.predict(*inputs, api_name="/chat")
+                inputs = (question, chat, 8, provider, "qwen2.5-coder-0.5b", "papers", None, None, [])  # no filters
+                _, chat, _, notice, *_exports = client.predict(*inputs, api_name="/chat")
                 answer = str(chat[-1]["content"]) if chat else ""
                 degraded = "Evidence-only" in notice
                 if "No corpus" in notice or "Store unavailable" in notice or "Cannot answer" in answer:

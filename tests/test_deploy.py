@@ -79,9 +79,8 @@ def test_the_store_going_away_is_reported_and_the_app_recovers(tmp_path: Path) -
             down = ask(app.url, "graph neural networks")
             assert down.status_code == 503 and "not answering" in down.json()["error"]["message"]
             client = Client(app.url, verbose=False)
-            _, chat, _, notice = client.predict(
-                "graph neural networks", [], 8, "none", "qwen2.5-coder-0.5b", "papers", api_name="/chat"
-            )
+            inputs = ("graph neural networks", [], 8, "none", "qwen2.5-coder-0.5b", "papers", None, None, [])
+            _, chat, _, notice, *_exports = client.predict(*inputs, api_name="/chat")
             assert "vector store is unavailable" in str(chat[-1]["content"]) and "Store unavailable" in notice
             # the same store comes back on the same port: the app answers again, without a restart
             chroma = start_chroma(tmp_path / "chroma", port)
