@@ -3,11 +3,11 @@
 Any OpenAI client, Open WebUI or a script can talk to it: responses are the ``openai`` package's own types
 (``ChatCompletion``, ``ChatCompletionChunk``, ``Model``), streamed with sse-starlette. The last user message is the
 question and the earlier user messages are the conversation (follow-ups are rewritten like in the UI). The answer
-text carries its [n] citations; ``citations``, ``sources``, ``refused``, ``refusal``, ``nearest``, ``notice``,
-``synthesis`` and ``unsupported`` come back as extra top-level fields, on the last chunk when streaming, with
-``usage``. The streamed text is exactly the non-streamed text: both are the answer stream's deltas. A client that
-goes away mid-stream closes its answer at once, so the local model is free for the next request. Errors, bad bodies
-included, use OpenAI's error object. With ``RAG_API_KEY`` set, requests need ``Authorization: Bearer <key>``.
+text carries its [n] citations; ``citations``, ``sources``, ``related``, ``weak``, ``refused``, ``refusal``,
+``nearest``, ``notice``, ``synthesis`` and ``unsupported`` come back as extra top-level fields, on the last chunk when
+streaming, with ``usage``. The streamed text is exactly the non-streamed text: both are the answer stream's deltas. A
+client that goes away mid-stream closes its answer at once, so the local model is free for the next request. Errors,
+bad bodies included, use OpenAI's error object. With ``RAG_API_KEY`` set, requests need ``Authorization: Bearer <key>``.
 """
 
 import hmac
@@ -124,7 +124,7 @@ def add_api(app: FastAPI, assistant: Assistant) -> None:
 
 def _extras(answer: Answer, notice: str | None) -> dict[str, Any]:
     payload = answer.as_json()
-    keys = ("citations", "sources", "refused", "refusal", "nearest", "synthesis", "unsupported")
+    keys = ("citations", "sources", "related", "weak", "refused", "refusal", "nearest", "synthesis", "unsupported")
     return {key: payload[key] for key in keys} | {"notice": payload["notice"] or notice}
 
 

@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 import gradio as gr
 
-from rag.answer import Answer, Draft, EvidenceReady, Fallback, Final, Quotes, Sentence, final_answer, paper_lines
+from rag.answer import Answer, Draft, EvidenceReady, Fallback, Final, Quotes, Sentence, evidence_block, final_answer
 from rag.assistant import Assistant
 from rag.cite import Reference, bibtex_library
 from rag.errors import BadInput, EmptyCollection, ServiceUnavailable
@@ -59,10 +59,11 @@ def chat_text(answer: Answer) -> str:
     the titles it rests on (their quotes are in the panel beside it); for an evidence-only answer, the evidence."""
     if not answer.synthesis:
         return answer.text
-    if answer.evidence.lists_papers:
-        return f"{answer.synthesis}\n\n{paper_lines(answer.evidence)}"
+    if answer.evidence.lists_papers:  # one line per paper, then the possibly related ones
+        return f"{answer.synthesis}\n\n{evidence_block(answer.evidence)}"
     titles = "\n".join(f"[{source.n}] {source.title}" for source in answer.evidence.sources)
-    return f"{answer.synthesis}\n\nSources:\n{titles}"
+    heading = "The closest paper, which may not answer this:" if answer.evidence.weak else "Sources:"
+    return f"{answer.synthesis}\n\n{heading}\n{titles}"
 
 
 def link_citations(text: str) -> str:
@@ -135,9 +136,11 @@ def _card(source: Source, details: Sequence[str], quote_text: str, quoted: Seque
     if source.abstract:
         full = _highlighted(source.abstract, quoted)
         abstract = f"<details><summary>Full abstract</summary><p>{full}</p></details>"
+    head = f'<div class="rag-source" id="source-{source.n}"><div><b>[{source.n}]</b> {title}</div>'
+    if not source.n:  # an uncited paper (possibly related): no number, nothing a citation leads to
+        head = f'<div class="rag-source rag-uncited"><div>{title}</div>'
     return (
-        f'<div class="rag-source" id="source-{source.n}"><div><b>[{source.n}]</b> {title}</div>'
-        f'<div class="rag-muted">{" · ".join([*meta, *details])}</div>'
+        head + f'<div class="rag-muted">{" · ".join([*meta, *details])}</div>'
         f"<blockquote>{_highlighted(quote_text, quoted)}</blockquote>{abstract}</div>"
     )
 
@@ -154,7 +157,7 @@ def sources_panel(evidence: Evidence, cited: list[int] | None = None) -> str:
         heading = html.escape(f"On the topic, but not stating {evidence.not_stated}")
         cards = "".join(
             _card(s, [f"relevance {s.score:.2f}"], s.best or s.quote, [s.best] if s.best else s.sentences)
-            for s in evidence.nearest
+            for s in evidence.sources
         )
         return f'<div class="rag-sources"><h3>{heading}</h3>{cards}</div>'
     if evidence.refused:
@@ -165,12 +168,18 @@ def sources_panel(evidence: Evidence, cited: list[int] | None = None) -> str:
         return f'<div class="rag-sources"><h3>Closest papers, not answering</h3><ul>{rows}</ul></div>'
     cited_set = set(cited if cited is not None else [s.n for s in evidence.sources])
     cards = "".join(_source_card(source, source.n in cited_set) for source in evidence.sources)
+    heading = "The closest paper, which may not answer this" if evidence.weak else "Sources"
+    related = "".join(
+        _card(s, [f"relevance {s.score:.2f}", "possibly related, not cited"], s.best or s.quote, [s.best])
+        for s in evidence.related
+    )
+    maybe = f'<h3 class="rag-related">Possibly related ({len(evidence.related)})</h3>{related}' if related else ""
     others = "".join(
         f"<li>{html.escape(s.title)} <span class='rag-muted'>(relevance {s.score:.2f})</span></li>"
         for s in evidence.others
     )
     also = f"<details><summary>Also retrieved, not cited ({len(evidence.others)})</summary><ul>{others}</ul></details>"
-    return f'<div class="rag-sources"><h3>Sources</h3>{cards}{also if others else ""}</div>'
+    return f'<div class="rag-sources"><h3>{heading}</h3>{cards}{maybe}{also if others else ""}</div>'
 
 
 def notice_for(answer: Answer, provider: str) -> str:

@@ -113,6 +113,8 @@ class Answer:
                 for n, bibtex in zip(self.cited, entries, strict=True)
             ],
             "sources": [source_json(s) for s in self.evidence.sources],
+            "related": [{k: v for k, v in source_json(s).items() if k != "n"} for s in self.evidence.related],
+            "weak": self.evidence.weak,
             "refused": self.evidence.refused,
             "refusal": self.evidence.refusal,
             "nearest": [
@@ -245,11 +247,23 @@ def verified_stream(
 
 
 def evidence_block(evidence: Evidence) -> str:
-    """Every admitted source with its quoted sentences: what the answer rests on, checkable line by line."""
+    """Every admitted source with its quoted sentences: what the answer rests on, checkable line by line; then a list
+    question's possibly related papers, uncited."""
     if evidence.lists_papers:
-        return paper_lines(evidence)
-    lines = [f'[{s.n}] {s.title}{_year(s)}: "{s.quote}"' for s in evidence.sources]
-    return "Evidence:\n" + "\n".join(lines)
+        block = paper_lines(evidence)
+    else:
+        lines = [f'[{s.n}] {s.title}{_year(s)}: "{s.quote}"' for s in evidence.sources]
+        heading = "The closest paper, which may not answer this question:" if evidence.weak else "Evidence:"
+        block = heading + "\n" + "\n".join(lines)
+    return block + related_lines(evidence)
+
+
+def related_lines(evidence: Evidence) -> str:
+    """The further candidates of a list question, named without a citation: they may bear on it, or may not."""
+    if not evidence.related:
+        return ""
+    lines = [f"- {s.title}{_year(s)}: {shortened(s.best or s.quote)}" for s in evidence.related]
+    return f"\n\nPossibly related, not cited ({len(lines)}):\n" + "\n".join(lines)
 
 
 def _year(source: Source) -> str:
@@ -275,15 +289,22 @@ def evidence_only(evidence: Evidence) -> str:
     """An answer built from the evidence alone (no model, or the model failed)."""
     if evidence.refused:
         return refusal_text(evidence)
-    return f"{len(evidence.sources)} paper(s) in the corpus bear on this question.\n\n" + evidence_block(evidence)
+    if evidence.weak:
+        return "No paper in the corpus clearly answers this question.\n\n" + evidence_block(evidence)
+    count = len(evidence.sources)
+    return (
+        f"{count} paper{'s' if count > 1 else ''} in the corpus bear{'' if count > 1 else 's'} on this question.\n\n"
+        + (evidence_block(evidence))
+    )
 
 
 def refusal_text(evidence: Evidence) -> str:
-    """Why there is no answer, in words a reader can act on: the topic is missing, or the asked fact is."""
+    """Why there is no answer, in words a reader can act on: the topic is missing, or the asked fact is (the on-topic
+    papers are named with their [n], which the answer cites)."""
     if evidence.not_stated is not None:
         what = evidence.not_stated
-        named = " and ".join(f"[{s.n}] {s.title}{_year(s)}" for s in evidence.nearest)
-        one = len(evidence.nearest) == 1
+        named = " and ".join(f"[{s.n}] {s.title}{_year(s)}" for s in evidence.sources)
+        one = len(evidence.sources) == 1
         verb, whose = ("is", "its abstract gives") if one else ("are", "their abstracts give")
         return f"The corpus does not state the {what}. {named} {verb} about this, but {whose} no {what}."
     nearest = "; ".join(source.title for source in evidence.nearest) or "none"
@@ -300,10 +321,10 @@ def answer_stream(
     closes the model's generation at once (the local model's lock is released)."""
     yield EvidenceReady(evidence)
     all_sources = [source.n for source in evidence.sources]
-    if evidence.refused or model is None:
+    if evidence.refused or model is None:  # a "not stated" refusal cites the on-topic papers it names
         text = evidence_only(evidence)
         yield Fallback(text, None)
-        yield Final(Answer(evidence.question, evidence, text, cited=[] if evidence.refused else all_sources))
+        yield Final(Answer(evidence.question, evidence, text, cited=all_sources))
         return
     max_answer_tokens = settings.llm.max_answer_tokens
     budget = model.context_tokens - max_answer_tokens - 64  # margin: the model's tokenizer is not cl100k

@@ -1,25 +1,22 @@
 """Evidence first: which retrieved papers answer the question, and the abstract sentences that bear on it.
 
-Retrieval ranks papers; it cannot say whether any of them answers. The gate here decides, with thresholds calibrated
-on the dev set by ``eval/calibrate_gate.py``. A paper's relevance is how much of the question it covers, term by term
-(``rag.relevance``). The question is answerable when some candidate's relevance clears ``gate_threshold``; then the
-papers admitted are those within ``gate_margin`` of the best whose fused retrieval score is within
-``gate_min_retrieval`` of the top one — or whose relevance alone is a strong match (``gate_strong_match``). Nothing
-admitted means the corpus does not cover the question. The sentences quoted are each paper's closest to the question
-by cosine.
+Retrieval ranks papers; the gate (``rag.gate``) decides which of them bear on the question, from the signals scored
+here: each candidate's term coverage of the question by its title, its sentences and its whole abstract, its best
+sentence's cosine, and its retrieval scores. A comparison's sides are retrieved as sub-queries too, so each side's
+paper is a candidate. The sentences quoted are each admitted paper's closest to the question by cosine.
 """
 
 import re
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
 
-from rag.asked import asked
+from rag import gate
+from rag.gate import Intent, Signals
 from rag.relevance import coverage
 from rag.retrieve import Filters, Hit, PaperRetriever
-from rag.settings import AnswerSettings, Settings
+from rag.settings import Settings
 from rag.text import count_tokens, split_sentences
 
 
@@ -65,22 +62,24 @@ class Source:
 @dataclass
 class Evidence:
     question: str
-    sources: list[Source]  # admitted papers, numbered from 1
-    nearest: list[Source]  # when nothing is admitted: the closest papers, shown as "closest, not answering"
-    others: list[Source] = field(default_factory=list)  # retrieved, not admitted: shown apart, never cited
+    sources: list[Source]  # numbered from 1: the admitted papers, or with "not stated" the on-topic papers it names
+    nearest: list[Source]  # with a refusal: the closest papers ("not covered") or the on-topic ones ("not stated")
+    others: list[Source] = field(default_factory=list)  # retrieved, neither admitted nor related: never cited
     unknown_words: list[str] = field(default_factory=list)  # question words no paper uses (a lacking topic, a typo)
-    not_stated: str | None = None  # the asked-for fact that the on-topic papers (``nearest``) do not state
+    not_stated: str | None = None  # the asked-for fact that the on-topic papers do not state
     notice: str | None = None  # retrieval could not rank as configured (a reranker server down): said with the answer
     lists_papers: bool = False  # the question asks which papers: the answer lists every source, one line each
+    related: list[Source] = field(default_factory=list)  # a list question's further candidates: shown uncited
+    weak: bool = False  # the one source is the closest paper, which may not answer the question
 
     @property
     def refused(self) -> bool:
-        return not self.sources
+        return not self.sources or self.not_stated is not None
 
     @property
     def refusal(self) -> Literal["not_covered", "not_stated"] | None:
         """Why there is no answer: the corpus lacks the topic, or its papers on the topic lack the asked fact."""
-        if self.sources:
+        if not self.refused:
             return None
         return "not_stated" if self.not_stated is not None else "not_covered"
 
@@ -106,36 +105,20 @@ class Ranked:
 @dataclass(frozen=True)
 class Scored:
     hit: Hit
-    relevance: float  # term coverage of the question by the title and every sentence (what the gate reads)
+    relevance: float  # term coverage of the question by the title and every sentence
+    title: float  # term coverage of the question by the title alone
     ranked: list[Ranked]  # best cosine first
     abstract: str  # the whole abstract
 
-
-def admit(
-    candidates: Sequence[tuple[float, float]], config: AnswerSettings, limit: int | None = None, topic: bool = False
-) -> list[int]:
-    """The gate: the positions of the candidates admitted as sources, in the order given, at most ``limit``
-    (``max_sources`` by default).
-
-    Each candidate is (relevance, fused retrieval score). Nothing is admitted unless the best relevance clears
-    ``gate_threshold``; then a candidate within ``gate_margin`` of the best is admitted when its retrieval score is
-    within ``gate_min_retrieval`` of the top one or its relevance alone is a strong match. A "which papers" question
-    (``topic``) wants every paper on its topic, not the one that answers best: its margin and retrieval ratio are
-    ``gate_topic_margin`` and ``gate_topic_min_retrieval``. One function, so that ``eval/calibrate_gate.py`` and
-    ``eval/calibrate_topics.py`` tune exactly the gate that answers use.
-    """
-    best = max((relevance for relevance, _ in candidates), default=0.0)
-    if best < config.gate_threshold:
-        return []
-    top = max(score for _, score in candidates)
-    floor = best - (config.gate_topic_margin if topic else config.gate_margin)
-    ratio = config.gate_topic_min_retrieval if topic else config.gate_min_retrieval
-    admitted = [
-        i
-        for i, (relevance, score) in enumerate(candidates)
-        if relevance >= floor and (score >= ratio * top or relevance >= config.gate_strong_match)
-    ]
-    return admitted[: limit or config.max_sources]
+    @property
+    def signals(self) -> Signals:
+        """What the gate's relevance model reads of this candidate."""
+        hit = self.hit
+        return Signals(
+            hit.rank, hit.score, hit.score if hit.rerank_score is None else hit.rerank_score, self.relevance,
+            self.title, max((r.coverage for r in self.ranked), default=0.0),
+            max((r.cosine for r in self.ranked), default=0.0),
+        )  # fmt: skip
 
 
 def quote_within_budget(ranked_per_source: list[list[Ranked]], budget_tokens: int) -> list[list[Ranked]]:
@@ -166,31 +149,30 @@ def sentences_of(text: str) -> list[str]:
     ]
 
 
-_NUMBER = re.compile(r"\d")
-_NAME = re.compile(r"(?<=\s)[A-Za-z]*[A-Z0-9][\w.-]*")  # a token with capitals or digits, not the first word
-
-
-def states_a(kind: str, sentence: str) -> bool:
-    """Whether a sentence can supply the kind of fact asked for: a number for a quantity, a name for a name."""
-    return bool((_NUMBER if kind == "quantity" else _NAME).search(sentence))
-
-
 class EvidenceFinder:
-    """Retrieval, then the relevance gate, then sentence selection, all with models loaded once."""
+    """Retrieval, then the gate, then sentence selection, all with models loaded once."""
 
-    def __init__(self, settings: Settings, retriever: PaperRetriever | None = None) -> None:
+    def __init__(
+        self, settings: Settings, retriever: PaperRetriever | None = None, model: gate.RelevanceModel | None = None
+    ) -> None:
         self.settings = settings
         self.retriever = retriever or PaperRetriever(settings)
-        # The gate is calibrated on the bundled embedder's token vectors; a remote embedder has other scales.
+        # The gate is trained on the bundled embedder's token vectors; a remote embedder has other scales.
         self.gate_embedder = self.retriever.token_encoder
         self.term_weights = self.retriever.term_weights
+        self._model = model
         from rag.support import SupportChecker  # it reads Source: imported here, not at the top
 
         self.support = SupportChecker(self.gate_embedder, self.term_weights, settings.answer.support_threshold)
 
+    @property
+    def model(self) -> gate.RelevanceModel:
+        """The relevance model given, or the bundled one (read on first use: ``eval/train_gate.py`` scores without)."""
+        return self._model or gate.bundled_model()
+
     def score(self, question: str, hits: list[Hit]) -> list[Scored]:
-        """Each hit with its relevance (term coverage of the question by its title and sentences) and its sentences
-        ranked by cosine with the question, best first; one forward pass serves both."""
+        """Each hit with its term coverage of the question (by its title, by every sentence) and its sentences ranked
+        by cosine with the question, best first; one forward pass serves all."""
         abstracts = self.retriever.full_texts(hits)
         per_paper = [sentences_of(abstracts[hit.paper_id]) or [abstracts[hit.paper_id]] for hit in hits]
         flat = [text for hit, sentences in zip(hits, per_paper, strict=True) for text in (hit.title, *sentences)]
@@ -207,34 +189,18 @@ class EvidenceFinder:
                 for i in np.argsort(-sims)
             ]
             relevance = coverage(tokens[0], weights, tokens[1 + start : 1 + end])
-            scored.append(Scored(hit, relevance, ranked, abstracts[hit.paper_id]))
+            title_only = coverage(tokens[0], weights, [title])
+            scored.append(Scored(hit, relevance, title_only, ranked, abstracts[hit.paper_id]))
             start = end
         return scored
 
-    def states_asked_fact(self, kind: str, admitted: list[Scored]) -> bool:
-        """Whether some admitted sentence can supply the number or name asked for: it carries one, and with its
-        paper's title it covers the question (``answer.stated_threshold``, calibrated on the dev set's fact and
-        near-miss questions)."""
-        threshold = self.settings.answer.stated_threshold
-        return any(
-            states_a(kind, sentence.text) and sentence.coverage >= threshold
-            for item in admitted
-            for sentence in item.ranked
-        )
-
-    def find(self, question: str, filters: Filters | None = None, candidates: int | None = None) -> Evidence:
-        """The evidence for a question; ``candidates`` overrides how many papers retrieval hands the gate.
-
-        A question asking for papers lists every paper that passes the gate: while papers near the end of the
-        candidate pool still pass, the pool grows by another ``answer.candidates``, up to ``answer.max_topic_sources``
-        admitted. A question asking for a number or a name that no admitted sentence supplies is answered "not
-        stated", naming the papers on its topic.
-        """
+    def candidates(
+        self, question: str, wanted: Intent, pool: int, filters: Filters | None = None
+    ) -> tuple[list[Scored], np.ndarray, str | None]:
+        """The first ``pool`` papers retrieved for the question, scored, with the probability that each bears on it;
+        for a list question the pool grows while its last papers still may (``gate_related``), up to
+        ``max_topic_candidates``. A comparison's sides add their own best papers, each judged against its side."""
         config = self.settings.answer
-        wanted = asked(question)
-        step = candidates or config.candidates
-        limit = config.max_topic_sources if wanted.kind == "papers" else config.max_sources
-        pool, scored = step, []
         known: dict[str, Scored] = {}  # paper id → its scores, kept while the pool grows
         while True:
             ranking = self.retriever.rank(question, pool, "rerank", filters)
@@ -242,41 +208,89 @@ class EvidenceFinder:
             fresh = [hit for hit in hits if hit.paper_id not in known]
             known |= {item.hit.paper_id: item for item in self.score(question, fresh)} if fresh else {}
             scored = [replace(known[hit.paper_id], hit=hit) for hit in hits]  # in retrieval order, today's scores
-            chosen = admit(
-                [(item.relevance, item.hit.score) for item in scored], config, limit, wanted.kind == "papers"
-            )
+            probabilities = self.model.probabilities(gate.features([item.signals for item in scored]))
+            tail = probabilities[-max(1, len(hits) // 4) :]
             if not (
-                wanted.kind == "papers"
+                wanted.wants_list
                 and len(hits) == pool
-                and len(chosen) < limit
-                and chosen
-                and chosen[-1] >= pool - step // 2
+                and pool < config.max_topic_candidates
+                and len(tail)
+                and tail.max() >= config.gate_related
             ):
                 break
-            pool += step
-        admitted = [scored[i] for i in chosen]
+            pool = min(pool + config.candidates, config.max_topic_candidates)
+        sides = []
+        for side in wanted.sides:
+            side_scored = self.score(side, self.retriever.rank(side, config.candidates, "rerank", filters).hits)
+            side_p = self.model.probabilities(gate.features([item.signals for item in side_scored]))
+            at = {item.hit.paper_id: i for i, item in enumerate(scored)}
+            for item, p in zip(side_scored, side_p, strict=True):
+                if item.hit.paper_id not in at and p >= config.gate_related:  # a side's paper the question missed
+                    (added,) = self.score(question, [replace(item.hit, rank=len(scored) + 1)])
+                    at[item.hit.paper_id] = len(scored)
+                    scored.append(added)
+            kept = [
+                (at[item.hit.paper_id], p)
+                for item, p in zip(side_scored, side_p, strict=True)
+                if item.hit.paper_id in at
+            ]
+            sides.append(([i for i, _ in kept], np.array([p for _, p in kept])))
+        if sides:
+            main = self.model.probabilities(gate.features([item.signals for item in scored]))
+            probabilities = gate.side_merged(main, sides)
+        return scored, probabilities, ranking.notice
 
-        def source(n: int, item: Scored, quoted: list[Ranked]) -> Source:
+    def states_asked_fact(self, question: str, wanted: Intent, admitted: list[Scored]) -> bool:
+        """Whether some admitted sentence states the number or name asked for (``gate.states_asked``) and, with its
+        paper's title, covers the question (``answer.stated_threshold``, fitted by eval/train_gate.py)."""
+        threshold = self.settings.answer.stated_threshold
+        return any(
+            sentence.coverage >= threshold and gate.states_asked(wanted, question, sentence.text)
+            for item in admitted
+            for sentence in item.ranked
+        )
+
+    def find(self, question: str, filters: Filters | None = None, candidates: int | None = None) -> Evidence:
+        """The evidence for a question; ``candidates`` overrides how many papers retrieval hands the gate first.
+
+        A list question ("which papers", a comparison) cites every paper the gate is confident of and lists the
+        ones it may bear on as related, uncited. A question asking for a number or a name that no admitted sentence
+        states is answered "not stated", citing the papers on its topic.
+        """
+        config = self.settings.answer
+        wanted = gate.intent(question)
+        pool = candidates or config.candidates
+        scored, probabilities, notice = self.candidates(question, wanted, pool, filters)
+        coverage = max((item.relevance for item in scored), default=0.0)
+        decision = gate.decide(probabilities.tolist(), coverage, wanted, config)
+
+        def source(n: int, i: int, quoted: list[Ranked] | None = None) -> Source:
+            item = scored[i]
             meta = item.hit.metadata
             authors = tuple(a for a in str(meta.get("authors", "")).split("; ") if a)
             year = int(meta["year"]) if "year" in meta else None
+            quoted = item.ranked[:1] if quoted is None else quoted
             return Source(
-                n, item.hit.paper_id, item.hit.title, round(item.relevance, 4), [r.text for r in quoted],
+                n, item.hit.paper_id, item.hit.title, round(float(probabilities[i]), 4), [r.text for r in quoted],
                 meta.get("url"), item.abstract, authors, year, [r.position for r in quoted], item.ranked[0].text,
                 venue=meta.get("venue"), doi=meta.get("doi"), kind=meta.get("kind"),
             )  # fmt: skip
 
-        if admitted and wanted.wants_fact and not self.states_asked_fact(wanted.kind, admitted):
-            on_topic = [source(n, item, item.ranked[:1]) for n, item in enumerate(admitted[: config.nearest_papers], 1)]
-            return Evidence(
-                question, [], on_topic, not_stated=wanted.phrase or "figure asked for", notice=ranking.notice
-            )
-        if admitted:
-            quoted = quote_within_budget([item.ranked for item in admitted], config.evidence_tokens)
-            sources = [source(n, *pair) for n, pair in enumerate(zip(admitted, quoted, strict=True), 1)]
-            others = [source(0, item, item.ranked[:1]) for i, item in enumerate(scored) if i not in chosen]
-            return Evidence(question, sources, [], others, lists_papers=wanted.kind == "papers", notice=ranking.notice)
-        nearest = sorted(scored, key=lambda item: item.relevance, reverse=True)[: config.nearest_papers]
-        closest = [source(n, item, item.ranked[:1]) for n, item in enumerate(nearest, 1)]
-        unknown = self.term_weights.unknown_words(question)
-        return Evidence(question, [], closest, unknown_words=unknown, notice=ranking.notice)
+        if not decision.covered:
+            nearest = sorted(range(len(scored)), key=lambda i: -probabilities[i])[: config.nearest_papers]
+            unknown = self.term_weights.unknown_words(question)
+            closest = [source(n, i) for n, i in enumerate(nearest, 1)]
+            return Evidence(question, [], closest, unknown_words=unknown, notice=notice)
+        admitted = [scored[i] for i in decision.cited]
+        if wanted.wants_fact and not self.states_asked_fact(question, wanted, admitted):
+            named = [source(n, i) for n, i in enumerate(decision.cited[: config.nearest_papers], 1)]
+            return Evidence(question, named, named, not_stated=wanted.phrase or "figure asked for", notice=notice)
+        quoted = quote_within_budget([item.ranked for item in admitted], config.evidence_tokens)
+        sources = [source(n, i, q) for n, (i, q) in enumerate(zip(decision.cited, quoted, strict=True), 1)]
+        related = [source(0, i) for i in decision.related]
+        shown = set(decision.cited) | set(decision.related)
+        others = [source(0, i) for i in range(len(scored)) if i not in shown]
+        return Evidence(
+            question, sources, [], others, lists_papers=wanted.kind == "papers", notice=notice, related=related,
+            weak=decision.weak,
+        )  # fmt: skip

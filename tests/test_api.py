@@ -28,7 +28,7 @@ from tests.fakes import misbehaving_chat_server
 SOFTMAX = "Which papers discuss the softmax bottleneck?"
 SOFTMAX_PAPERS = ("Why do small language models underperform?", "On Retrieval Augmentation and the Limitations")
 KDEFORMER = "How does KDEformer approximate attention?"
-EXTRAS = ("citations", "sources", "refused", "nearest", "notice", "synthesis")
+EXTRAS = ("citations", "sources", "related", "weak", "refused", "nearest", "notice", "synthesis")
 
 
 def client(app: App, key: str = API_KEY) -> openai.OpenAI:

@@ -1,5 +1,5 @@
-"""Retrieval evaluation: the metrics on hand-made rankings and against trec_eval, BEIR loading, the gate shared with
-calibration, and the dev-set quality floor."""
+"""Retrieval evaluation: the metrics on hand-made rankings and against trec_eval, BEIR loading and the dev-set quality
+floor."""
 
 import json
 import shutil
@@ -14,9 +14,8 @@ from rag.errors import BadInput
 from rag.eval.datasets import Question, load_beir, load_question_set
 from rag.eval.metrics import paper_metrics, retrieval_summary
 from rag.eval.suites import evaluate_retrieval
-from rag.evidence import admit
 from rag.readers import BUNDLED_CORPUS, normalise_title, read_corpus
-from rag.settings import PROJECT_DIR, Settings
+from rag.settings import PROJECT_DIR
 from tests.conftest import make_settings, write_jsonl
 
 DEV = PROJECT_DIR / "eval" / "datasets" / "dev.jsonl"
@@ -73,37 +72,6 @@ def test_retrieval_metrics_equal_trec_eval_on_scifact_queries() -> None:
     mean_ndcg = sum(full[q.id]["ndcg_cut_10"] for q in chosen) / len(chosen)
     assert summary["ndcg@10"] == pytest.approx(mean_ndcg, abs=5e-5)  # the summary rounds to 4 places
     assert 0 < summary["ndcg@10"] < 1 and summary["recall@100"] < 1  # the runs are neither perfect nor empty
-
-
-def test_the_gate_admits_by_threshold_margin_retrieval_and_strong_match() -> None:
-    config = Settings().answer.model_copy(
-        update={"gate_threshold": 0.5, "gate_margin": 0.1, "gate_min_retrieval": 0.8, "gate_strong_match": 0.7,
-                "max_sources": 2}
-    )  # fmt: skip
-    assert admit([(0.49, 1.0), (0.45, 0.9)], config) == []  # the best relevance is under the threshold
-    assert admit([], config) == []
-    # (relevance, fused score): a close second in both; one outside the margin; one far down retrieval
-    assert admit([(0.6, 1.0), (0.55, 0.85), (0.45, 0.95), (0.58, 0.5)], config) == [0, 1]
-    assert admit([(0.6, 1.0), (0.65, 0.5)], config) == [0]  # retrieval too far below the top, relevance not strong
-    assert admit([(0.66, 1.0), (0.72, 0.5)], config) == [0, 1]  # a strong match is admitted however it was ranked
-    assert admit([(0.6, 1.0), (0.6, 0.9), (0.6, 0.9)], config) == [0, 1]  # at most max_sources
-    # a "which papers" question takes every paper on its topic: a wider margin and retrieval ratio, its own limit
-    topic = config.model_copy(update={"gate_topic_margin": 0.2, "gate_topic_min_retrieval": 0.3})
-    assert admit([(0.6, 1.0), (0.45, 0.4), (0.38, 0.9), (0.5, 0.2)], topic, limit=12, topic=True) == [0, 1]
-
-
-def test_the_calibration_script_judges_settings_with_the_products_gate(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.syspath_prepend(str(PROJECT_DIR / "eval"))
-    import calibrate_gate
-
-    gates = calibrate_gate.Gates(Settings().answer)
-    # gold flags beside (relevance, score): the first two candidates are what the product's gate admits
-    item = calibrate_gate.Scored(2, [True, False, True], [(0.9, 1.0), (0.88, 0.95), (0.2, 0.9)])
-    setting = (0.5, 0.05, 0.8, 2.0)
-    assert admit(item.candidates, gates[setting]) == [0, 1]
-    refusal, precision, recall = calibrate_gate.measure([(setting, item)], gates)
-    assert (refusal, precision, recall) == (1.0, 0.5, 0.5)
-    assert calibrate_gate.measure([((0.95, 0.05, 0.8, 2.0), item)], gates) == (0.0, 0.0, 0.0)  # refused
 
 
 def test_the_dev_set_follows_the_design_format() -> None:

@@ -240,8 +240,11 @@ def test_the_code_version_follows_the_code_that_shapes_records(tmp_path: Path, m
     before = digest()
     (copy / "cli.py").write_text((copy / "cli.py").read_text() + "\n# help text only\n")
     assert digest() == before  # presenting figures differently cannot change a record
-    (copy / "evidence.py").write_text((copy / "evidence.py").read_text().replace("gate_margin", "gate_margin * 2", 1))
+    (copy / "gate.py").write_text((copy / "gate.py").read_text().replace("config.gate_cover", "config.gate_cite", 1))
     assert digest() != before  # new gate code: every record computed with the old one is stale
+    changed = digest()
+    (copy / "assets" / "gate.json").write_text((copy / "assets" / "gate.json").read_text().replace("1", "2", 1))
+    assert digest() != changed  # a retrained gate model too
 
 
 def paper(n: int, title: str, abstract: str, quoted: str) -> dict[str, object]:

@@ -11,7 +11,8 @@ import pytest
 from rag.embedding import LocalMiniLMEmbedding, TokenStates
 from rag.evidence import EvidenceFinder, Source
 from rag.readers import BUNDLED_CORPUS, normalise_title, read_corpus
-from rag.support import SupportChecker, claim_terms, missing_terms
+from rag.support import SupportChecker
+from rag.terms import claim_terms, missing_terms
 from tests.conftest import make_settings
 
 MEGATRON = "Efficient Large-Scale Language Model Training on GPU Clusters Using Megatron-LM"

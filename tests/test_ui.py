@@ -215,7 +215,7 @@ def test_the_full_abstract_is_whole_with_the_quotes_marked_whatever_their_whites
 
 def test_a_not_stated_refusal_shows_the_papers_on_the_topic_apart_from_a_topic_not_covered() -> None:
     on_topic = [paper(1, quoted=(3,)), paper(2, quoted=(0,), title="Sparse attention", authors=("Ann Lee",))]
-    panel = sources_panel(Evidence("What batch size?", [], on_topic, not_stated="the batch size"))
+    panel = sources_panel(Evidence("What batch size?", on_topic, on_topic, not_stated="the batch size"))
     assert "<h3>On the topic, but not stating the batch size</h3>" in panel and "Closest papers" not in panel
     assert 'id="source-1"' in panel and 'id="source-2"' in panel  # the refusal's [1] and [2] lead here
     assert "Ann Lee, Bo Chen, Cy Diaz et al. · 2023" in panel and f"<mark>{ABSTRACT[3]}</mark>" in panel
@@ -237,6 +237,21 @@ def test_a_which_papers_answer_shows_the_synthesis_then_one_line_per_paper_with_
     assert linked.count('href="#source-1"') == 2 and linked.count('href="#source-2"') == 2
     plain = chat_text(Answer("q", replace(evidence, lists_papers=False), "", [synthesis], [1, 2]))
     assert "Sources:\n[1] Kernel density attention\n[2] Fast attention" in plain
+
+
+def test_a_list_answer_shows_possibly_related_papers_apart_and_uncited() -> None:
+    sources = [paper(1, quoted=(2,))]
+    related = [paper(0, quoted=(3,), title="Maybe attention")]
+    evidence = Evidence("Which papers speed up attention?", sources, [], lists_papers=True, related=related)
+    synthesis = Sentence("It approximates attention [1].", (1,))
+    text = chat_text(Answer(evidence.question, evidence, "", [synthesis], [1]))
+    assert text.endswith(f"Possibly related, not cited (1):\n- Maybe attention (2023): {ABSTRACT[3]}")
+    assert 'href="#source-0"' not in link_citations(text)
+    panel = sources_panel(evidence, [1])
+    assert panel.index("Possibly related (1)") > panel.index('id="source-1"')
+    assert "possibly related, not cited" in panel and "Maybe attention" in panel
+    weak = sources_panel(replace(evidence, lists_papers=False, related=[], weak=True), [1])
+    assert "<h3>The closest paper, which may not answer this</h3>" in weak
 
 
 def test_hostile_titles_abstracts_and_answers_are_escaped() -> None:

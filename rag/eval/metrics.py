@@ -151,7 +151,7 @@ def written_citations(sentences: Sequence["Sentence"], sources: Sequence[dict[st
 def unsupported_terms(sentences: Sequence["Sentence"], sources: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each synthesis sentence with the numbers and names that none of the sources it cites contains (title and
     full abstract): an invented figure under a valid [n]. Sentences with none are left out."""
-    from rag.support import missing_terms
+    from rag.terms import missing_terms
 
     by_n = {source["n"]: source for source in sources}
     found = []
