@@ -1,4 +1,4 @@
-"""How much of the question a paper covers, term by term: the relevance the gate decides on.
+"""How much of the question a paper covers, term by term: the signal the gate's relevance model leans on most.
 
 A pooled sentence embedding blurs a question's aspects into one vector, so a paper on the broad topic that misses the
 one term that matters ("protein", "NLP") scores as well as one that covers them all; on the dev set that cosine could
@@ -6,8 +6,8 @@ not tell unanswerable questions apart. Here every question token is matched to i
 (contextual MiniLM token vectors, cosine) and the matches are averaged with each wordpiece's IDF in the collection
 (counted when the keyword index is built): rare pieces decide, stopwords count for nothing, and a piece the corpus
 never uses weighs most. This is BERTScore recall with IDF weights (Zhang et al., ICLR 2020) on the bundled
-embedder's token states — no extra model, no extra forward pass. eval/calibrate_gate.py compares it with the
-pooled cosine it replaced.
+embedder's token states — no extra model, no extra forward pass. The gate (rag/gate.py) reads it by title, by best
+sentence and by whole abstract, beside the pooled cosine.
 """
 
 import re
