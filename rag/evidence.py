@@ -152,23 +152,20 @@ def sentences_of(text: str) -> list[str]:
 class EvidenceFinder:
     """Retrieval, then the gate, then sentence selection, all with models loaded once."""
 
-    def __init__(
-        self, settings: Settings, retriever: PaperRetriever | None = None, model: gate.RelevanceModel | None = None
-    ) -> None:
+    def __init__(self, settings: Settings, retriever: PaperRetriever | None = None) -> None:
         self.settings = settings
         self.retriever = retriever or PaperRetriever(settings)
         # The gate is trained on the bundled embedder's token vectors; a remote embedder has other scales.
         self.gate_embedder = self.retriever.token_encoder
         self.term_weights = self.retriever.term_weights
-        self._model = model
         from rag.support import SupportChecker  # it reads Source: imported here, not at the top
 
         self.support = SupportChecker(self.gate_embedder, self.term_weights, settings.answer.support_threshold)
 
     @property
     def model(self) -> gate.RelevanceModel:
-        """The relevance model given, or the bundled one (read on first use: ``eval/train_gate.py`` scores without)."""
-        return self._model or gate.bundled_model()
+        """The bundled relevance model, read on first use (``eval/train_gate.py`` scores candidates without one)."""
+        return gate.bundled_model()
 
     def score(self, question: str, hits: list[Hit]) -> list[Scored]:
         """Each hit with its term coverage of the question (by its title, by every sentence) and its sentences ranked
