@@ -220,12 +220,17 @@ class EvidenceFinder:
         for side in wanted.sides:
             side_scored = self.score(side, self.retriever.rank(side, config.candidates, "rerank", filters).hits)
             side_p = self.model.probabilities(gate.features([item.signals for item in side_scored]))
+            present = {item.hit.paper_id for item in scored}
+            missed = [  # a side's papers the question's own ranking missed, scored against the question in one pass
+                replace(item.hit, rank=len(scored) + n)
+                for n, item in enumerate(
+                    (item for item, p in zip(side_scored, side_p, strict=True)
+                     if item.hit.paper_id not in present and p >= config.gate_related),
+                    1,
+                )
+            ]  # fmt: skip
+            scored += self.score(question, missed) if missed else []
             at = {item.hit.paper_id: i for i, item in enumerate(scored)}
-            for item, p in zip(side_scored, side_p, strict=True):
-                if item.hit.paper_id not in at and p >= config.gate_related:  # a side's paper the question missed
-                    (added,) = self.score(question, [replace(item.hit, rank=len(scored) + 1)])
-                    at[item.hit.paper_id] = len(scored)
-                    scored.append(added)
             kept = [
                 (at[item.hit.paper_id], p)
                 for item, p in zip(side_scored, side_p, strict=True)
