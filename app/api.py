@@ -11,6 +11,7 @@ bad bodies included, use OpenAI's error object. With ``RAG_API_KEY`` set, reques
 """
 
 import hmac
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -32,6 +33,7 @@ from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from rag.answer import Answer, Draft, EvidenceReady, Fallback, Final, Quotes, Sentence, final_answer
 from rag.assistant import Assistant
 from rag.errors import BadInput, EmptyCollection, ServiceUnavailable
+from rag.retrieve import check_question
 
 # Model ids the API offers: the server's configured answer model, and evidence-only answers (no model, fast).
 MODELS = {"rag": None, "rag-evidence": "none"}
@@ -51,9 +53,20 @@ class APIError(Exception):
         super().__init__(message)
         self.status, self.message, self.kind, self.code, self.param = status, message, kind, code, param
 
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
+
     def response(self) -> JSONResponse:
-        error = {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}
-        return JSONResponse({"error": error}, self.status)
+        return JSONResponse(self.body(), self.status)
+
+
+def api_error(failure: EmptyCollection | ServiceUnavailable | BadInput) -> APIError:
+    """The library's failures as the API reports them."""
+    if isinstance(failure, EmptyCollection):
+        return APIError(503, f"no corpus ingested: {failure}", "server_error", "no_corpus")
+    if isinstance(failure, ServiceUnavailable):
+        return APIError(503, str(failure), "server_error", "store_unavailable")
+    return APIError(400, str(failure), param="messages")
 
 
 class ChatMessage(BaseModel):
@@ -160,14 +173,12 @@ def build_api(assistant: Assistant) -> APIRouter:
         try:
             settings = assistant.settings_for(provider=MODELS[chat.model])
             conversation, notice = await run_in_threadpool(assistant.conversation, settings, chat.history)
+            check_question(chat.question, settings)
             stream = conversation.ask(chat.question)
-            await run_in_threadpool(next, stream)  # EvidenceReady: retrieval and the gate, whose errors land here
-        except EmptyCollection as failure:
-            raise APIError(503, f"no corpus ingested: {failure}", "server_error", "no_corpus") from None
-        except ServiceUnavailable as failure:
-            raise APIError(503, str(failure), "server_error", "store_unavailable") from None
-        except BadInput as failure:
-            raise APIError(400, str(failure), param="messages") from None
+            if not chat.stream:
+                await run_in_threadpool(next, stream)  # EvidenceReady: retrieval and the gate, whose errors land here
+        except (EmptyCollection, ServiceUnavailable, BadInput) as failure:
+            raise api_error(failure) from None
         completion_id, started = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
         if not chat.stream:
@@ -197,8 +208,15 @@ def build_api(assistant: Assistant) -> APIRouter:
             return piece.model_dump_json(exclude_unset=True)
 
         async def chunks() -> AsyncIterator[str]:
+            """The role at once, before retrieval; then the answer's text as it is verified. A failure of retrieval
+            after the response has begun arrives as OpenAI's error object in a chunk (the client raises it)."""
             try:
                 yield chunk(ChoiceDelta(role="assistant", content=""))
+                try:
+                    await run_in_threadpool(next, stream)  # EvidenceReady: retrieval and the gate
+                except (EmptyCollection, ServiceUnavailable, BadInput) as failure:
+                    yield json.dumps(api_error(failure).body())
+                    return
                 async for event in iterate_in_threadpool(stream):  # llama.cpp blocks: one event per thread call
                     match event:
                         case Sentence() | Quotes() | Fallback():

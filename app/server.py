@@ -3,6 +3,7 @@
 import logging
 import os
 import shutil
+import threading
 
 import gradio as gr
 import uvicorn
@@ -10,8 +11,9 @@ from fastapi import FastAPI
 
 from app.api import add_api
 from app.ui import CSS, build_ui
+from rag.answer import fixed_parts
 from rag.assistant import Assistant
-from rag.chat_models import LLMUnavailable
+from rag.chat_models import KeepsPromptState, LLMUnavailable
 from rag.errors import BadInput, ServiceUnavailable
 from rag.settings import Settings
 
@@ -42,12 +44,21 @@ def create_app(assistant: Assistant) -> FastAPI:
 
 
 def warm_up(assistant: Assistant) -> None:
-    """Load the default collection's indexes and the chat model before the first question, not during it."""
+    """Load the default collection's indexes and the chat model before the first question, not during it; then, while
+    the server starts, evaluate the fixed part of the answer prompts (the first answer would wait for it)."""
     try:
         assistant.finder(assistant.settings)
-        assistant.model(assistant.settings)
+        model = assistant.model(assistant.settings)
     except (BadInput, ServiceUnavailable, LLMUnavailable) as error:
         log.warning("not preloaded: %s", error)
+        return
+    if isinstance(model, KeepsPromptState):
+
+        def keep() -> None:
+            for messages in fixed_parts(assistant.settings):
+                model.keep_fixed_part(messages)
+
+        threading.Thread(target=keep, name="fixed-prompt-parts", daemon=True).start()
 
 
 def serve(settings: Settings, host: str, port: int) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from rag import keyword_index
 from rag.chat import Conversation
-from rag.chat_models import ChatModel, LLMUnavailable, Message, build_chat_model
+from rag.chat_models import ChatModel, KeepsPromptState, LLMUnavailable, Message, build_chat_model
 from rag.errors import BadInput
 from rag.evidence import EvidenceFinder
 from rag.ingest import remove_collection
@@ -69,6 +69,13 @@ class SerialModel:
             yield from self.model.stream(messages, max_tokens, stop)
         finally:
             self.lock.release()
+
+    def keep_fixed_part(self, messages: list[Message]) -> None:
+        if isinstance(self.model, KeepsPromptState) and self.lock.acquire(timeout=self.wait_s):
+            try:
+                self.model.keep_fixed_part(messages)
+            finally:
+                self.lock.release()
 
 
 class Assistant:

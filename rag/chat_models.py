@@ -6,7 +6,9 @@ Every failure — a missing or tampered model file, a server that is down, slow 
 :class:`LLMUnavailable` with a one-line reason, so the caller can fall back to the evidence.
 """
 
+import ctypes
 import os
+from collections import OrderedDict
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
 from functools import cached_property
@@ -48,6 +50,13 @@ class ScoresOptions(Protocol):
         ...
 
 
+@runtime_checkable
+class KeepsPromptState(Protocol):
+    def keep_fixed_part(self, messages: list[Message]) -> None:
+        """Evaluate the fixed part of prompts that begin like ``messages`` now, so no answer waits for it."""
+        ...
+
+
 def spellings(option: str) -> set[str]:
     """How a one-word option can open a reply: "yes", "Yes", "YES", each also after a space."""
     forms = {option, option.lower(), option.capitalize(), option.upper()}
@@ -55,7 +64,13 @@ def spellings(option: str) -> set[str]:
 
 
 class LocalChatModel:
-    """A bundled GGUF run by llama.cpp in this process, with the chat template stored in the file."""
+    """A bundled GGUF run by llama.cpp in this process, with the chat template stored in the file.
+
+    On two cores, evaluating the prompt (prefill) is most of an answer's wait; the fixed part of each kind of prompt
+    (the system prompt: answers, lists, follow-up rewrites, verdicts) is evaluated once and its state restored.
+    """
+
+    FIXED_STATES = 8  # kinds of prompt whose fixed part is kept (each about 1 MB for the 0.5B model)
 
     def __init__(self, settings: Settings) -> None:
         from rag.model_files import verified_model
@@ -76,13 +91,12 @@ class LocalChatModel:
             seed=settings.llm.seed,
             verbose=False,
         )
+        self._fixed_states: OrderedDict[tuple[int, ...], bytes] = OrderedDict()
 
     def stream(self, messages: list[Message], max_tokens: int, stop: Sequence[str] = ()) -> Generator[str]:
-        # Evaluate every prompt from scratch: reusing the previous prompt's cached prefix changes the batch shapes, and
-        # with them the logits' last bits, so a repeated question could get another answer despite the fixed seed.
-        self._llama.reset()
-        chunks: Any = self._llama.create_chat_completion(
-            messages=messages,  # type: ignore[arg-type]
+        tokens = self._from_fixed_part(messages)
+        chunks: Any = self._llama.create_completion(
+            prompt=tokens,
             max_tokens=max_tokens,
             stop=list(stop),
             temperature=self.temperature,
@@ -90,18 +104,66 @@ class LocalChatModel:
             stream=True,
         )
         for chunk in chunks:
-            piece = chunk["choices"][0]["delta"].get("content")
+            piece = chunk["choices"][0]["text"]
             if piece:
                 yield piece
 
+    def keep_fixed_part(self, messages: list[Message]) -> None:
+        self._from_fixed_part(messages)
+
+    def _from_fixed_part(self, messages: list[Message]) -> list[int]:
+        """The chat-templated prompt's tokens, with the model's state set to the end of its fixed part (every message
+        but the last, and the last one's header), so that only the rest is evaluated.
+
+        The fixed part is evaluated alone once and its state kept; every prompt then starts from that same state and
+        evaluates its own rest in the same batches, so a repeated prompt gets the same logits bit for bit and an
+        earlier prompt leaves nothing behind. (Reusing whatever prefix the previous prompt happened to share would
+        change the batch shapes, and with them the logits' last bits.)
+        """
+        import llama_cpp
+
+        tokens = self._tokens(messages)
+        if len(tokens) + 1 >= self.context_tokens:
+            raise LLMUnavailable(f"the prompt ({len(tokens)} tokens) does not fit the context ({self.context_tokens})")
+        header = self._tokens([*messages[:-1], {**messages[-1], "content": ""}])
+        fixed = 0
+        while fixed < min(len(header), len(tokens) - 1) and header[fixed] == tokens[fixed]:
+            fixed += 1
+        key = tuple(tokens[:fixed])
+        context = self._llama.ctx
+        try:
+            if (state := self._fixed_states.pop(key, None)) is None:
+                self._llama.reset()
+                self._llama.eval(list(key))
+                size = llama_cpp.llama_state_get_size(context)
+                buffer = (ctypes.c_uint8 * size)()
+                state = bytes(buffer[: llama_cpp.llama_state_get_data(context, buffer, size)])
+            else:
+                buffer = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
+                if llama_cpp.llama_state_set_data(context, buffer, len(state)) != len(state):
+                    raise RuntimeError("llama_state_set_data restored less than it was given")
+                self._llama.input_ids[:fixed] = key
+                self._llama.n_tokens = fixed
+        except RuntimeError as error:  # llama_decode failed
+            self._llama.reset()
+            raise LLMUnavailable(f"{self.name} could not evaluate the prompt ({error})") from None
+        self._fixed_states[key] = state  # most recent last
+        while len(self._fixed_states) > self.FIXED_STATES:
+            self._fixed_states.popitem(last=False)
+        return tokens
+
+    def _tokens(self, messages: list[Message]) -> list[int]:
+        prompt = self._formatter(messages=messages).prompt
+        return self._llama.tokenize(prompt.encode(), add_bos=False, special=True)
+
     @cached_property
     def _formatter(self) -> Any:
-        """The file's own chat template, as create_chat_completion applies it, so both see the same prompt."""
+        """The file's own chat template: the prompt that both answers and option scores evaluate."""
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         template = self._llama.metadata.get("tokenizer.chat_template")
         if not template:
-            raise LogprobsUnavailable(f"{self.name} has no chat template to score options with")
+            raise LLMUnavailable(f"{self.name} has no chat template")
 
         def text(token: int) -> str:
             return self._llama.detokenize([token], special=True).decode(errors="ignore") if token != -1 else ""
@@ -111,17 +173,15 @@ class LocalChatModel:
     def option_logprobs(self, messages: list[Message], options: Sequence[str]) -> dict[str, float]:
         """The next-token distribution after the chat-templated prompt, read for each option's one-token spellings.
 
-        Reset first, as :meth:`stream` does, so that a repeated prompt gets the same figures bit for bit.
+        The prompt's fixed part is restored as :meth:`stream` does, so a repeated prompt gets the same figures.
         """
         import llama_cpp
 
-        tokens = self._llama.tokenize(self._formatter(messages=messages).prompt.encode(), add_bos=False, special=True)
-        if len(tokens) >= self.context_tokens:
-            raise LLMUnavailable(f"the prompt ({len(tokens)} tokens) does not fit the context ({self.context_tokens})")
-        self._llama.reset()
+        tokens = self._from_fixed_part(messages)
         try:
-            self._llama.eval(tokens)
+            self._llama.eval(tokens[self._llama.n_tokens :])
         except RuntimeError as error:  # llama_decode failed
+            self._llama.reset()
             raise LLMUnavailable(f"{self.name} could not evaluate the prompt ({error})") from None
         vocabulary = self._llama.n_vocab()
         logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._llama.ctx, -1), shape=(vocabulary,))

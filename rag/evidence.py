@@ -13,6 +13,7 @@ from typing import Any, Literal
 import numpy as np
 
 from rag import gate
+from rag.embedding import TokenStates
 from rag.gate import Intent, Signals
 from rag.relevance import coverage
 from rag.retrieve import Filters, Hit, PaperRetriever
@@ -109,6 +110,7 @@ class Scored:
     title: float  # term coverage of the question by the title alone
     ranked: list[Ranked]  # best cosine first
     abstract: str  # the whole abstract
+    states: list[TokenStates]  # token states of the title and each evidence sentence: the claim checker reuses them
 
     @property
     def signals(self) -> Signals:
@@ -149,6 +151,12 @@ def sentences_of(text: str) -> list[str]:
     ]
 
 
+def pieces_of(title: str, abstract: str) -> list[str]:
+    """What a paper is scored and checked against, one forward pass each: its title and its evidence sentences (the
+    whole abstract when it has none); the embedder truncates long texts, and an abstract outruns it."""
+    return [title, *(sentences_of(abstract) or [abstract])]
+
+
 class EvidenceFinder:
     """Retrieval, then the gate, then sentence selection, all with models loaded once."""
 
@@ -171,23 +179,22 @@ class EvidenceFinder:
         """Each hit with its term coverage of the question (by its title, by every sentence) and its sentences ranked
         by cosine with the question, best first; one forward pass serves all."""
         abstracts = self.retriever.full_texts(hits)
-        per_paper = [sentences_of(abstracts[hit.paper_id]) or [abstracts[hit.paper_id]] for hit in hits]
-        flat = [text for hit, sentences in zip(hits, per_paper, strict=True) for text in (hit.title, *sentences)]
-        vectors, tokens = self.gate_embedder.encode_with_tokens([question, *flat])
+        per_paper = [pieces_of(hit.title, abstracts[hit.paper_id]) for hit in hits]
+        vectors, tokens = self.gate_embedder.encode_with_tokens([question, *(text for p in per_paper for text in p)])
         similarities = vectors[1:] @ vectors[0]
         weights = self.term_weights.per_token(tokens[0])
-        scored, start = [], 0
-        for hit, sentences in zip(hits, per_paper, strict=True):
+        scored, start = [], 1
+        for hit, (_, *sentences) in zip(hits, per_paper, strict=True):
             end = start + 1 + len(sentences)
-            title, own = tokens[1 + start], tokens[2 + start : 1 + end]
-            sims = similarities[start + 1 : end]
+            title, own = tokens[start], tokens[start + 1 : end]
+            sims = similarities[start : end - 1]
             ranked = [
                 Ranked(sentences[i], float(sims[i]), int(i), coverage(tokens[0], weights, [title, own[i]]))
                 for i in np.argsort(-sims)
             ]
-            relevance = coverage(tokens[0], weights, tokens[1 + start : 1 + end])
+            relevance = coverage(tokens[0], weights, tokens[start:end])
             title_only = coverage(tokens[0], weights, [title])
-            scored.append(Scored(hit, relevance, title_only, ranked, abstracts[hit.paper_id]))
+            scored.append(Scored(hit, relevance, title_only, ranked, abstracts[hit.paper_id], tokens[start:end]))
             start = end
         return scored
 
@@ -289,6 +296,8 @@ class EvidenceFinder:
             return Evidence(question, named, named, not_stated=wanted.phrase or "figure asked for", notice=notice)
         quoted = quote_within_budget([item.ranked for item in admitted], config.evidence_tokens)
         sources = [source(n, i, q) for n, (i, q) in enumerate(zip(decision.cited, quoted, strict=True), 1)]
+        for item, cited in zip(admitted, sources, strict=True):  # the claim checker need not encode them again
+            self.support.remember(cited, item.states)
         related = [source(0, i) for i in decision.related]
         shown = set(decision.cited) | set(decision.related)
         others = [source(0, i) for i in range(len(scored)) if i not in shown]

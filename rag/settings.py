@@ -77,6 +77,7 @@ class AnswerSettings(_Section):
     max_sources: int = Field(ge=1)
     max_topic_sources: int = Field(ge=1)
     evidence_tokens: int = Field(ge=1)
+    prompt_evidence_tokens: int = Field(ge=0)
     max_topic_candidates: int = Field(ge=1)
     max_related: int = Field(ge=0)
     gate_cover: float = Field(ge=0, le=1)

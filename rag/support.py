@@ -21,10 +21,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from rag.embedding import LocalMiniLMEmbedding, TokenStates
-from rag.evidence import Source
+from rag.evidence import Source, pieces_of
 from rag.relevance import TermWeights, coverage
 from rag.terms import missing_terms
-from rag.text import split_sentences, strip_citations
+from rag.text import strip_citations
 
 
 @dataclass(frozen=True)
@@ -85,13 +85,18 @@ class SupportChecker:
         best = max((support.coverage for support in verdicts), default=0.0)
         return Support((), tuple(missing_terms(claim, [source.checkable_text for source in sources])), best)
 
+    def remember(self, source: Source, states: list[TokenStates]) -> None:
+        """Keep a source's token states (title, then each of :func:`pieces_of`'s sentences) that the gate computed."""
+        self._states[source.checkable_text] = states
+        self._states.move_to_end(source.checkable_text)
+        self._forget_beyond(self.CACHED_SOURCES)
+
     def _encode(self, texts: list[str], sources: Sequence[Source]) -> list[TokenStates]:
-        """The texts' token states, and the sources' kept for judging (title, then every abstract sentence: the
-        embedder truncates long texts, and an abstract outruns it); one forward pass for the texts and the sources
-        not kept yet."""
+        """The texts' token states, and the sources' kept for judging (:func:`rag.evidence.pieces_of`); one forward
+        pass for the texts and the sources not kept yet."""
         needed = list(dict.fromkeys(source.checkable_text for source in sources))
         fresh = {source.checkable_text: source for source in sources if source.checkable_text not in self._states}
-        pieces = [[source.title, *split_sentences(source.abstract)] for source in fresh.values()]
+        pieces = [pieces_of(source.title, source.abstract) for source in fresh.values()]
         flat = [*texts, *(piece for group in pieces for piece in group)]
         states = self.embedder.encode_with_tokens(flat)[1] if flat else []
         start = len(texts)
@@ -100,6 +105,9 @@ class SupportChecker:
             start += len(group)
         for text in needed:
             self._states.move_to_end(text)
-        while len(self._states) > max(self.CACHED_SOURCES, len(needed)):
-            self._states.popitem(last=False)
+        self._forget_beyond(max(self.CACHED_SOURCES, len(needed)))
         return states[: len(texts)]
+
+    def _forget_beyond(self, kept: int) -> None:
+        while len(self._states) > kept:
+            self._states.popitem(last=False)

@@ -180,16 +180,22 @@ def test_a_failing_model_falls_back_to_the_evidence_with_a_notice() -> None:
     assert answer.cited == [1, 2]
 
 
-def test_the_prompt_fits_its_token_budget_by_dropping_later_sentences() -> None:
+def test_the_prompt_fits_its_budgets_keeping_each_sources_title_and_best_sentence_longest() -> None:
     long = [
-        Source(n, f"p{n}", f"Title {n}", 0.5, [f"Sentence {n}.{i} " + "word " * 60 for i in range(3)])
+        Source(n, f"p{n}", f"Title {n}", 0.5, [f"Sentence {n}.{i} " + "word " * 60 for i in range(3)],
+               best=f"Sentence {n}.1 " + "word " * 60)
         for n in (1, 2, 3)
-    ]
+    ]  # fmt: skip
     evidence = Evidence("What is it?", long, [])
-    full = build_messages(evidence, 100_000, PROMPT, CLOSING)
-    tight = build_messages(evidence, 400, PROMPT, CLOSING)
+    full = build_messages(evidence, 100_000, 100_000, PROMPT, CLOSING)
+    tight = build_messages(evidence, 100_000, 400, PROMPT, CLOSING)
     assert sum(count_tokens(m["content"]) for m in tight) <= 400 < sum(count_tokens(m["content"]) for m in full)
     assert "[1] Title 1." in tight[1]["content"] and "Question: What is it?" in tight[1]["content"]
+    assert full[0] == tight[0]  # the fixed part comes first and never changes
+    three_best = build_messages(evidence, 3 * count_tokens(long[0].best), 100_000, PROMPT, CLOSING)[1]["content"]
+    assert all(f"Sentence {n}.1" in three_best and f"Sentence {n}.0" not in three_best for n in (1, 2, 3))
+    titles_only = build_messages(evidence, 0, 100_000, PROMPT, CLOSING)[1]["content"]
+    assert "Sentence" not in titles_only and all(f"[{n}] Title {n}." in titles_only for n in (1, 2, 3))
 
 
 def test_sources_are_data_not_instructions() -> None:

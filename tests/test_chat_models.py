@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from rag.chat_models import LocalChatModel
 from rag.model_files import verified_model
 from rag.settings import Settings
 from tests.conftest import LOCAL_MODEL_MISSING, cli, free_port, local_model_installed, serving
@@ -42,6 +43,28 @@ def test_one_answer_from_the_real_local_model(model_file: Path, bundled_data: Pa
     assert payload["notice"] is None and payload["prompt_tokens"] > 50
     assert payload["citations"][0]["title"].startswith("KDEformer")
     assert len(payload["answer"]) > 40
+
+
+def reply(model: LocalChatModel, question: str, system: str, max_tokens: int = 24) -> str:
+    sources = "[1] KDEformer. It approximates attention with kernel density estimation in subquadratic time."
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": f"{sources}\n\n{question}"}]
+    return "".join(model.stream(messages, max_tokens))
+
+
+def test_the_kept_prompt_state_repeats_answers_and_carries_nothing_between_questions(model_file: Path) -> None:
+    """The fixed part of a prompt is evaluated once and restored: a repeated question gets the same answer after
+    other questions, and a question gets the same answer whatever was asked before it (as from a fresh model)."""
+    settings = Settings()
+    model, fresh = LocalChatModel(settings), LocalChatModel(settings)
+    answer, topic = settings.prompts.answer, settings.prompts.topic
+    first = reply(model, "How does KDEformer approximate attention?", answer)
+    other = reply(model, "What is its time complexity?", answer)
+    listing = reply(model, "Which papers approximate attention?", topic)
+    assert len(model._fixed_states) == 2  # one kept state per system prompt, restored for the second question
+    assert reply(model, "How does KDEformer approximate attention?", answer) == first
+    assert reply(fresh, "Which papers approximate attention?", topic) == listing
+    assert reply(fresh, "What is its time complexity?", answer) == other
+    assert first != other
 
 
 @pytest.fixture(scope="module")
