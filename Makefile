@@ -17,7 +17,7 @@ export CXXFLAGS ?= -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
 endif
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
-.PHONY: install run serve-shared test test-slow lint bench eval load lock clean browser
+.PHONY: install run serve-shared test test-slow lint bench eval load lock clean browser latex
 
 install: $(STAMP)
 
@@ -44,7 +44,7 @@ serve-shared: install
 	RAG_CHROMA__CONNECT_TIMEOUT_S=60 $(BIN)/rag ingest && $(BIN)/rag serve
 
 ## Lint, type-check and the everyday test suite (minutes).
-test: install browser lint
+test: install browser latex lint
 	$(BIN)/python -m pytest -m "not slow"
 
 ## Debian's chromium for the UI tests (Playwright drives it; never `playwright install`).
@@ -53,6 +53,14 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO="sudo -n"; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null \
 	  || { echo "make: cannot install chromium (needs root or sudo): apt-get install chromium" >&2; exit 1; }; }
+
+## Debian's pdflatex for the PDF tests (they typeset real papers).
+latex:
+	@command -v pdflatex >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO="sudo -n"; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq texlive-latex-base \
+	    texlive-latex-recommended >/dev/null \
+	  || { echo "make: cannot install pdflatex (needs root or sudo): apt-get install texlive-latex-base" >&2; exit 1; }; }
 
 ## Long suites: benchmarks, SciFact, scale.
 test-slow: install

@@ -7,14 +7,15 @@ import threading
 
 import gradio as gr
 import uvicorn
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse
 
 from app.api import add_api
 from app.ui import CSS, build_ui
 from rag.answer import fixed_parts
 from rag.assistant import Assistant
 from rag.chat_models import KeepsPromptState, LLMUnavailable
-from rag.errors import BadInput, ServiceUnavailable
+from rag.errors import BadInput, EmptyCollection, ServiceUnavailable
 from rag.settings import Settings
 
 log = logging.getLogger("rag.serve")
@@ -30,9 +31,25 @@ def create_app(assistant: Assistant) -> FastAPI:
     app = FastAPI(title="Research assistant", docs_url=None, redoc_url=None)
     add_api(app, assistant)
     logins = settings.server.ui_logins()
+    blocks = build_ui(assistant)
+
+    @app.get("/pdf/{collection}/{paper_id:path}", include_in_schema=False)
+    def pdf(collection: str, paper_id: str, request: Request) -> FileResponse:
+        """A paper's PDF, for a source card's page link: looked up by collection and paper id in the store (never a
+        path the client names), and only with the UI's login when it has one."""
+        if logins and not _logged_in(blocks, request):
+            raise HTTPException(401, "log in to the web UI first")
+        try:
+            path = assistant.pdf(assistant.settings_for(collection=collection), paper_id)
+        except (BadInput, EmptyCollection):
+            path = None
+        if path is None:
+            raise HTTPException(404, "no PDF is kept for that paper in that collection")
+        return FileResponse(path, media_type="application/pdf", content_disposition_type="inline")
+
     return gr.mount_gradio_app(
         app,
-        build_ui(assistant),
+        blocks,
         path="/",
         auth=logins or None,
         css=CSS,
@@ -40,6 +57,18 @@ def create_app(assistant: Assistant) -> FastAPI:
         show_error=True,
         ssr_mode=False,
         max_file_size=int(settings.server.max_upload_mb * 1_000_000),
+    )
+
+
+def _logged_in(blocks: gr.Blocks, request: Request) -> bool:
+    """Whether the request carries a session of the UI's login (Gradio's own cookie and token table)."""
+    server = blocks.server_app
+    if server is None:
+        return False
+    return any(
+        server.tokens.get(value) is not None
+        for name, value in request.cookies.items()
+        if name.startswith("access-token")
     )
 
 

@@ -8,9 +8,12 @@ generation shows as Gradio's queue rather than a frozen page.
 
 import contextlib
 import html
+import os
 import queue
 import re
+import shutil
 import threading
+import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,13 +23,14 @@ import gradio as gr
 
 from rag.answer import Answer, Draft, EvidenceReady, Fallback, Final, Quotes, Sentence, evidence_block, final_answer
 from rag.assistant import Assistant
-from rag.cite import Reference, bibtex_library
+from rag.cite import bibtex_library
 from rag.errors import BadInput, EmptyCollection, ServiceUnavailable
-from rag.evidence import Evidence, Source
+from rag.evidence import Evidence
 from rag.ingest import IngestProgress, IngestReport, entries, ingest
-from rag.keyword_index import CollectionSummary
+from rag.library import CollectionSummary
 from rag.model_files import LOCAL_CHAT_MODELS
-from rag.readers import arxiv_id, doi_of
+from rag.papers import ABSTRACT, Source
+from rag.readers import EXPORT_SUFFIXES, arxiv_id, doi_of
 from rag.retrieve import Filters
 from rag.store import check_name
 from rag.text import CITATION, cited_numbers
@@ -105,7 +109,7 @@ def identifier_links(source: Source) -> list[tuple[str, str]]:
     """The paper's public identifiers and their pages — its DOI and its arXiv id, from its DOI field, its id or its
     URL — when known."""
     links: dict[str, tuple[str, str]] = {}
-    for value in (source.doi or "", source.paper_id, source.url or ""):
+    for value in (source.paper.doi or "", source.paper_id, source.paper.url or ""):
         if (found := arxiv_id(value)) and "arxiv" not in links:
             links["arxiv"] = (f"arXiv {found}", f"https://arxiv.org/abs/{found}")
         elif (doi := doi_of(value)) and "doi" not in links:
@@ -117,24 +121,46 @@ def _link(href: str, text: str) -> str:
     return f'<a href="{html.escape(href)}" target="_blank" rel="noopener">{text}</a>'
 
 
-def _card(source: Source, details: Sequence[str], quote_text: str, quoted: Sequence[str]) -> str:
+def pdf_href(collection: str, paper_id: str, page: int | None = None) -> str:
+    """Where the app serves a paper's PDF (rag serve's /pdf route), opened at ``page``."""
+    return f"/pdf/{quote(collection, safe='')}/{quote(paper_id, safe='')}" + (f"#page={page}" if page else "")
+
+
+def location(source: Source, collection: str | None) -> str:
+    """Where the quote's best sentence is in the paper — "p. 4 · 4 Experiments" — linked to the PDF at that page when
+    the collection keeps the paper's PDF; empty for a quote from text without pages."""
+    paged = [passage for passage in source.quoted if passage.page is not None]
+    found = next((passage for passage in paged if passage.text == source.best), paged[0] if paged else None)
+    if found is None:
+        return ""
+    section = found.section if found.section and found.section != ABSTRACT else None
+    label = html.escape(f"p. {found.page}" + (f" · {section}" if section else ""))
+    if source.paper.file and collection:
+        return _link(pdf_href(collection, source.paper_id, found.page), label + " (PDF)")
+    return label
+
+
+def _card(
+    source: Source, details: Sequence[str], quote_text: str, quoted: Sequence[str], collection: str | None = None
+) -> str:
     """A paper as a reader identifies and checks it: its title (linked), authors, year, venue and public ids, the
     ``details`` given, the quote with its ``quoted`` sentences marked, and the whole abstract with them marked. The
     internal paper id (a title hash for most corpora) means nothing to a reader and is never shown."""
     identifiers = identifier_links(source)
     title = html.escape(source.title)
-    if source.url and source.url.startswith(("http://", "https://")):
-        title = _link(source.url, title)
+    if source.paper.url and source.paper.url.startswith(("http://", "https://")):
+        title = _link(source.paper.url, title)
     elif identifiers:
         title = _link(identifiers[0][1], title)
-    authors = ", ".join(source.authors[:3]) + (" et al." if len(source.authors) > 3 else "")
+    authors = ", ".join(source.paper.authors[:3]) + (" et al." if len(source.paper.authors) > 3 else "")
     meta = [html.escape(authors)] if authors else []
-    meta += [str(source.year)] if source.year else []
-    meta += [f"<i>{html.escape(source.venue)}</i>"] if source.venue else []
+    meta += [str(source.paper.year)] if source.paper.year else []
+    meta += [f"<i>{html.escape(source.paper.venue)}</i>"] if source.paper.venue else []
     meta += [_link(href, html.escape(label)) for label, href in identifiers]
+    meta += [where] if (where := location(source, collection)) else []
     abstract = ""
-    if source.abstract:
-        full = _highlighted(source.abstract, quoted)
+    if source.paper.abstract:
+        full = _highlighted(source.paper.abstract, quoted)
         abstract = f"<details><summary>Full abstract</summary><p>{full}</p></details>"
     head = f'<div class="rag-source" id="source-{source.n}"><div><b>[{source.n}]</b> {title}</div>'
     if not source.n:  # an uncited paper (possibly related): no number, nothing a citation leads to
@@ -145,9 +171,9 @@ def _card(source: Source, details: Sequence[str], quote_text: str, quoted: Seque
     )
 
 
-def _source_card(source: Source, cited: bool) -> str:
+def _source_card(source: Source, cited: bool, collection: str | None) -> str:
     state = "cited" if cited else "not cited by the model: shown as evidence"
-    return _card(source, [f"relevance {source.score:.2f}", state], source.quote, source.sentences)
+    return _card(source, [f"relevance {source.score:.2f}", state], source.quote, source.sentences, collection)
 
 
 def sources_panel(evidence: Evidence, cited: list[int] | None = None) -> str:
@@ -156,7 +182,13 @@ def sources_panel(evidence: Evidence, cited: list[int] | None = None) -> str:
     if evidence.refusal == "not_stated":
         heading = html.escape(f"On the topic, but not stating {evidence.not_stated}")
         cards = "".join(
-            _card(s, [f"relevance {s.score:.2f}"], s.best or s.quote, [s.best] if s.best else s.sentences)
+            _card(
+                s,
+                [f"relevance {s.score:.2f}"],
+                s.best or s.quote,
+                [s.best] if s.best else s.sentences,
+                evidence.collection,
+            )
             for s in evidence.sources
         )
         return f'<div class="rag-sources"><h3>{heading}</h3>{cards}</div>'
@@ -167,7 +199,7 @@ def sources_panel(evidence: Evidence, cited: list[int] | None = None) -> str:
         )
         return f'<div class="rag-sources"><h3>Closest papers, not answering</h3><ul>{rows}</ul></div>'
     cited_set = set(cited if cited is not None else [s.n for s in evidence.sources])
-    cards = "".join(_source_card(source, source.n in cited_set) for source in evidence.sources)
+    cards = "".join(_source_card(source, source.n in cited_set, evidence.collection) for source in evidence.sources)
     heading = "The closest paper, which may not answer this" if evidence.weak else "Sources"
     related = "".join(
         _card(s, [f"relevance {s.score:.2f}", "possibly related, not cited"], s.best or s.quote, [s.best])
@@ -215,12 +247,13 @@ def cited_sources(answer: Answer) -> list[Source]:
 
 def reference_line(source: Source) -> str:
     """A numbered reference as Markdown: authors (year). *Title*. Venue. Link."""
-    authors = ", ".join(source.authors[:3]) + (" et al." if len(source.authors) > 3 else "")
-    parts = [f"{authors} ({source.year})." if authors and source.year else f"{authors or source.year or ''}."]
+    paper = source.paper
+    authors = ", ".join(paper.authors[:3]) + (" et al." if len(paper.authors) > 3 else "")
+    parts = [f"{authors} ({paper.year})." if authors and paper.year else f"{authors or paper.year or ''}."]
     parts.append(f"*{source.title}*.")
-    parts += [f"{source.venue}."] if source.venue else []
+    parts += [f"{paper.venue}."] if paper.venue else []
     links = identifier_links(source)
-    parts += [links[0][1]] if links else [source.url] if source.url else []
+    parts += [links[0][1]] if links else [paper.url] if paper.url else []
     return " ".join(part for part in parts if part != ".")
 
 
@@ -239,7 +272,7 @@ def bibtex_download(answer: Answer) -> str:
     cited = cited_sources(answer)
     if not cited:
         return ""
-    entries = bibtex_library([Reference.of_source(source) for source in cited])
+    entries = bibtex_library([source.paper for source in cited])
     href = "data:application/x-bibtex;charset=utf-8," + quote(entries)
     noun = "paper" if len(cited) == 1 else "papers"
     return (
@@ -278,6 +311,9 @@ def corpus_line(assistant: Assistant, collection: str | None) -> str:
 def ingest_status(event: IngestProgress) -> str:
     """A line and a bar saying how far an upload's ingest is."""
     if event.stage == "reading":
+        if event.total:
+            bar = f'<progress value="{event.done}" max="{event.total}"></progress>'
+            return f"{bar} Reading PDFs: {event.done} of {event.total}"
         return "Reading the file…"
     if event.stage == "indexing":
         return f"Indexing {event.total} papers for keyword search and reranking…"
@@ -295,24 +331,82 @@ def ingest_summary(report: IngestReport, source: str) -> str:
     if report.skipped_malformed:
         shown = "; ".join(html.escape(problem.split(": ", 1)[-1]) for problem in report.problems[:3])
         lines.append(f"{entries(report.skipped_malformed)} malformed, skipped: {shown}")
+    if report.full_text:
+        lines.append(f"{report.full_text} full texts read ({report.pages} pages, {report.passages} passages).")
+    said = ("no_abstract", "malformed")
+    unread = {reason: n for reason, n in report.skipped_by_reason.items() if reason not in said}
+    if unread:
+        shown = "; ".join(html.escape(problem.split(": ", 1)[-1]) for problem in report.problems[:3])
+        lines.append(f"Skipped: {', '.join(f'{n} {reason}' for reason, n in unread.items())} ({shown}).")
     if report.duplicates:
         lines.append(f"{report.duplicates} duplicates dropped.")
     return "  \n".join(lines)
 
 
-def ingest_upload(assistant: Assistant, upload: Path, collection: str) -> Iterator[IngestProgress | IngestReport]:
-    """Ingest an uploaded file into a collection (new or existing) in a worker thread, yielding its progress and
-    then its report; bad input (too big, no supported format, a bad name) raises before the store is touched. The
-    upload, and the folder Gradio made for it, are removed once the ingest is over, even when the page that asked
-    has gone: the worker finishes the ingest on its own."""
+ZIP_EXPANSION = 10  # a zip may unpack to this many times the upload limit: PDFs hardly compress, a zip bomb does
+
+
+def _is_zip(path: Path) -> bool:
+    with path.open("rb") as handle:
+        return handle.read(4) == b"PK\x03\x04"
+
+
+def _unzip(archive: Path, folder: Path, limit_bytes: int) -> None:
+    """The zip's PDFs and export files, flattened into ``folder`` under numbered names (no member path is ever
+    used as one); bad input when it is not a zip or unpacks to more than ZIP_EXPANSION times the upload limit."""
+    try:
+        with zipfile.ZipFile(archive) as zipped:
+            members = [
+                info for info in zipped.infolist()
+                if not info.is_dir() and Path(info.filename).suffix.lower() in {".pdf", *EXPORT_SUFFIXES}
+            ]  # fmt: skip
+            total = sum(info.file_size for info in members)
+            if total > ZIP_EXPANSION * limit_bytes:
+                raise BadInput(
+                    f"{archive.name} unpacks to {total / 1e6:.0f} MB; a zip may unpack to at most "
+                    f"{ZIP_EXPANSION * limit_bytes / 1e6:.0f} MB"
+                )
+            for i, info in enumerate(members):
+                name = re.sub(r"[^A-Za-z0-9._-]", "_", Path(info.filename).name)[-100:]
+                with zipped.open(info) as source, (folder / f"{i:04d}-{name}").open("wb") as target:
+                    shutil.copyfileobj(source, target)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError) as error:
+        raise BadInput(f"{archive.name} is not a readable zip ({error})") from None
+
+
+def _staged(uploads: Sequence[Path], limit_bytes: int) -> Path:
+    """What an ingest reads for the uploads: one file as it is; several files or a zip gathered in one folder."""
+    if len(uploads) == 1 and not _is_zip(uploads[0]):
+        return uploads[0]
+    folder = uploads[0].parent / "library"
+    folder.mkdir(exist_ok=True)
+    for i, upload in enumerate(uploads):
+        if _is_zip(upload):
+            (folder / f"{i:03d}").mkdir()
+            _unzip(upload, folder / f"{i:03d}", limit_bytes)
+        else:
+            os.link(upload, folder / f"{i:03d}-{upload.name}")
+    return folder
+
+
+def ingest_upload(
+    assistant: Assistant, upload: Path | Sequence[Path], collection: str
+) -> Iterator[IngestProgress | IngestReport]:
+    """Ingest uploaded files — a library file, PDFs, or a zip of them — into a collection (new or existing) in a
+    worker thread, yielding its progress and then its report; bad input (too big, no supported format, a bad name)
+    raises before the store is touched. The uploads, and the folders Gradio made for them, are removed once the
+    ingest is over, even when the page that asked has gone: the worker finishes the ingest on its own."""
+    uploads = [upload] if isinstance(upload, Path) else list(upload)
     try:
         limit = assistant.settings.server.max_upload_mb
-        size = upload.stat().st_size
+        size = sum(path.stat().st_size for path in uploads)
         if size > limit * 1_000_000:
-            raise BadInput(f"{upload.name} is {size / 1e6:.0f} MB; uploads are limited to {limit:g} MB")
+            what = uploads[0].name if len(uploads) == 1 else f"{len(uploads)} files"
+            raise BadInput(f"{what} is {size / 1e6:.0f} MB; uploads are limited to {limit:g} MB")
         settings = assistant.settings_for(check_name(collection))
+        source = _staged(uploads, int(limit * 1_000_000))
     except BaseException:
-        _remove_upload(upload)
+        _remove_uploads(uploads)
         raise
     events: queue.Queue[IngestProgress | IngestReport | Exception] = queue.Queue()
 
@@ -320,11 +414,11 @@ def ingest_upload(assistant: Assistant, upload: Path, collection: str) -> Iterat
         outcome: IngestReport | Exception
         try:
             with assistant.ingesting:
-                outcome = ingest(upload, "auto", settings, progress=False, on_progress=events.put)
+                outcome = ingest(source, "auto", settings, progress=False, on_progress=events.put)
         except Exception as error:  # re-raised in the caller's thread below
             outcome = error
         finally:
-            _remove_upload(upload)  # before the outcome is told: a caller that hears it finds the upload gone
+            _remove_uploads(uploads)  # before the outcome is told: a caller that hears it finds the uploads gone
         events.put(outcome)
 
     threading.Thread(target=run, name=f"ingest-{collection}", daemon=True).start()
@@ -335,10 +429,12 @@ def ingest_upload(assistant: Assistant, upload: Path, collection: str) -> Iterat
     yield event
 
 
-def _remove_upload(upload: Path) -> None:
-    upload.unlink(missing_ok=True)
-    with contextlib.suppress(OSError):
-        upload.parent.rmdir()
+def _remove_uploads(uploads: Sequence[Path]) -> None:
+    for upload in uploads:
+        shutil.rmtree(upload.parent / "library", ignore_errors=True)
+        upload.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            upload.parent.rmdir()
 
 
 def build_ui(assistant: Assistant) -> gr.Blocks:
@@ -432,17 +528,19 @@ def build_ui(assistant: Assistant) -> gr.Blocks:
             gr.Number(info=f"This collection: {years}"),
         )
 
-    def add_library(upload: str | None, target: str, collection: str) -> Any:
-        """Ingest an uploaded file into a new or existing collection, showing progress. Runs in its own queue, so
+    def add_library(upload: list[str] | None, target: str, collection: str) -> Any:
+        """Ingest uploaded files into a new or existing collection, showing progress. Runs in its own queue, so
         questions keep being answered meanwhile."""
         if not upload:
             yield "Choose a file first.", gr.skip()
             return
         name = (target or "").strip() or collection or settings.collection
+        paths = [Path(path) for path in upload]
+        shown = paths[0].name if len(paths) == 1 else f"{len(paths)} files"
         try:
-            for event in ingest_upload(assistant, Path(upload), name):
+            for event in ingest_upload(assistant, paths, name):
                 if isinstance(event, IngestReport):
-                    yield ingest_summary(event, Path(upload).name), gr.Dropdown(value=event.collection)
+                    yield ingest_summary(event, shown), gr.Dropdown(value=event.collection)
                 else:
                     yield ingest_status(event), gr.skip()
         except (BadInput, ServiceUnavailable) as error:
@@ -519,8 +617,9 @@ def build_ui(assistant: Assistant) -> gr.Blocks:
                 cancel = gr.Button("Keep it", elem_id="cancel-delete")
             with gr.Row():
                 upload = gr.File(
-                    label="Library file: BibTeX, RIS or CSL JSON (Zotero exports), JSON lines or CSV",
-                    file_types=[".bib", ".ris", ".json", ".jsonl", ".csv", ".txt"],
+                    label="PDFs, a zip of them, or library files (BibTeX, RIS, CSL JSON, JSON lines, CSV)",
+                    file_types=[".pdf", ".zip", ".bib", ".ris", ".json", ".jsonl", ".csv", ".txt"],
+                    file_count="multiple",
                     elem_id="upload",
                 )
                 with gr.Column():

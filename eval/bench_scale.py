@@ -160,7 +160,7 @@ def main() -> None:
     anchors = np.array(encoder.get_text_embedding_batch([node.get_content(MetadataMode.EMBED) for node in nodes]))
     embed_rate = len(sample) / (time.perf_counter() - started)
     started = time.perf_counter()
-    late_interaction.build(nodes, encoder)
+    late_interaction.build_token_vectors(nodes, encoder)
     token_rate = len(sample) / (time.perf_counter() - started)
     encode_rate = 1 / (1 / embed_rate + 1 / token_rate)
     print(f"raw rates (papers/s): vectors {embed_rate:.1f}, token vectors {token_rate:.1f}, both {encode_rate:.1f}",

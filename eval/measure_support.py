@@ -57,7 +57,7 @@ def load(path: Path) -> list[Record]:
         sources = []
         for source in raw["sources"]:
             paper = papers[normalise_title(source["title"])]
-            sources.append(Source(source["n"], paper.paper_id, paper.title, 0.0, abstract=paper.abstract))
+            sources.append(Source(source["n"], paper, 0.0))
         records.append(
             Record(
                 raw["id"], raw["question_id"], raw["split"], raw["origin"], raw["sentence"], tuple(raw["cited"]),

@@ -46,8 +46,9 @@ from tqdm import tqdm
 
 from rag import gate
 from rag.eval.datasets import Question, load_beir, load_question_set
-from rag.evidence import EvidenceFinder, Scored, sentences_of
+from rag.evidence import EvidenceFinder, Scored
 from rag.ingest import ingest
+from rag.papers import evidence_sentences
 from rag.readers import BUNDLED_CORPUS, normalise_title, read_corpus
 from rag.settings import PROJECT_DIR, AnswerSettings, Settings
 
@@ -160,7 +161,7 @@ def gather(settings: Settings, args: argparse.Namespace) -> dict[str, list[Pool]
     ingest(BUNDLED_CORPUS, "seed", settings)
     titles = {paper.title for paper in read_corpus(BUNDLED_CORPUS)}
     # what a cached pool was computed by: the candidates' scoring, the signals, intent and "stated" (not the features)
-    parts = (EvidenceFinder.score, Scored, sentences_of, gate.Signals, gate.sides, gate.states_asked)
+    parts = (EvidenceFinder.score, Scored, evidence_sentences, gate.Signals, gate.sides, gate.states_asked)
     code = (PROJECT_DIR / "rag" / "terms.py").read_text() + "".join(inspect.getsource(part) for part in parts)
     code += inspect.getsource(gate.Intent.attribute.fget)  # type: ignore[union-attr]
     patterns = [

@@ -12,16 +12,15 @@ import re
 from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rag.chat_models import ChatModel, LLMUnavailable, Message
-from rag.cite import Reference, bibtex_entries
-from rag.evidence import Evidence, Source
+from rag.cite import bibtex_entries
+from rag.evidence import Evidence
+from rag.papers import Source
 from rag.settings import Settings
+from rag.support import SupportChecker
 from rag.text import CITATION, cited_numbers, count_tokens, split_sentences, strip_citations
-
-if TYPE_CHECKING:
-    from rag.support import SupportChecker
 
 # Where the model has finished answering and begun to echo the prompt's framing: generation stops there.
 STOP = ("\nQuestion:", "<sources>", "</sources>", "\nSources (quoted data")
@@ -105,7 +104,7 @@ class Answer:
 
     def as_json(self) -> dict[str, Any]:
         by_n = {source.n: source for source in self.evidence.sources}
-        entries = bibtex_entries([Reference.of_source(by_n[n]) for n in self.cited])  # keys unique in the answer
+        entries = bibtex_entries([by_n[n].paper for n in self.cited])  # keys unique in the answer
         return {
             "answer": self.text,
             "citations": [
@@ -118,7 +117,7 @@ class Answer:
             "refused": self.evidence.refused,
             "refusal": self.evidence.refusal,
             "nearest": [
-                {"paper_id": s.paper_id, "title": s.title, "score": s.score, "year": s.year, "url": s.url}
+                {"paper_id": s.paper_id, "title": s.title, "score": s.score, "year": s.paper.year, "url": s.paper.url}
                 for s in self.evidence.nearest
             ],
             "notice": " ".join(part for part in (self.notice, self.evidence.notice) if part) or None,
@@ -137,13 +136,15 @@ def source_json(source: Source) -> dict[str, Any]:
         "title": source.title,
         "score": source.score,
         "evidence": source.sentences,
+        "pages": source.pages,
+        "sections": [passage.section for passage in source.quoted],
         "quote": source.quote,
-        "abstract": source.abstract,
-        "authors": list(source.authors),
-        "year": source.year,
-        "url": source.url,
-        "venue": source.venue,
-        "doi": source.doi,
+        "abstract": source.paper.abstract,
+        "authors": list(source.paper.authors),
+        "year": source.paper.year,
+        "url": source.paper.url,
+        "venue": source.paper.venue,
+        "doi": source.paper.doi,
     }
 
 
@@ -223,7 +224,7 @@ def verify_sentence(sentence: str, valid: set[int]) -> tuple[str, tuple[int, ...
 
 
 def verified_stream(
-    pieces: Iterator[str], sources: list[Source], checker: "SupportChecker | None" = None
+    pieces: Iterator[str], sources: list[Source], checker: SupportChecker | None = None
 ) -> Iterator[Sentence | Draft]:
     """A verified :class:`Sentence` as soon as each is complete; in between, after every piece, a :class:`Draft`
     of the sentence still being written. A sentence is complete once the splitter sees the next one begin; a last
@@ -287,7 +288,7 @@ def related_lines(evidence: Evidence) -> str:
 
 
 def _year(source: Source) -> str:
-    return f" ({source.year})" if source.year else ""
+    return f" ({source.paper.year})" if source.paper.year else ""
 
 
 def shortened(sentence: str, limit: int = LINE_CHARS) -> str:
@@ -334,7 +335,7 @@ def refusal_text(evidence: Evidence) -> str:
 
 
 def answer_stream(
-    evidence: Evidence, model: ChatModel | None, settings: Settings, checker: "SupportChecker | None" = None
+    evidence: Evidence, model: ChatModel | None, settings: Settings, checker: SupportChecker | None = None
 ) -> Iterator[AnswerEvent]:
     """The typed answer stream: :class:`EvidenceReady`, then drafts and verified sentences as the model writes,
     then the quotes (or an evidence-only :class:`Fallback`), and :class:`Final` last. Closing the stream early

@@ -4,6 +4,7 @@
 import threading
 from collections import deque
 from collections.abc import Generator, Sequence
+from pathlib import Path
 from typing import Any
 
 from rag import keyword_index
@@ -11,9 +12,9 @@ from rag.chat import Conversation
 from rag.chat_models import ChatModel, KeepsPromptState, LLMUnavailable, Message, build_chat_model
 from rag.errors import BadInput
 from rag.evidence import EvidenceFinder
-from rag.ingest import remove_collection
+from rag.library import CollectionSummary, delete, open_stored, summaries
 from rag.settings import Settings
-from rag.store import collection_name, connect, open_collection
+from rag.store import collection_name, connect
 
 
 class FifoLock:
@@ -121,7 +122,7 @@ class Assistant:
                 return cached[1]  # built while this request waited
             finder = EvidenceFinder(settings)  # raises EmptyCollection when nothing is published
             with self._cache_lock:
-                self._finders[key] = (finder.retriever.version.id, finder)
+                self._finders[key] = (finder.collection.version.id, finder)
             return finder
         finally:
             building.release()
@@ -147,22 +148,26 @@ class Assistant:
             model, notice = None, f"The language model is unavailable ({error}); answering from the evidence alone."
         return Conversation(settings, finder, model, history), notice
 
-    def collections(self) -> list[keyword_index.CollectionSummary]:
+    def collections(self) -> list[CollectionSummary]:
         """The store's collections, by name, with their counts and embedders (each reads with its own)."""
-        return keyword_index.summaries(self.settings)
+        return summaries(self.settings)
 
     def delete(self, settings: Settings) -> None:
         """Delete the settings' collection with its index, and forget its finder; bad input when there is none."""
-        stored = open_collection(settings)
+        stored = open_stored(settings)
         if stored is None:
             raise BadInput(f"no collection named {settings.collection!r}")
-        remove_collection(settings, stored)
+        delete(settings, stored)
         with self._cache_lock:
             self._finders.pop((collection_name(settings), settings.data_dir), None)
 
+    def pdf(self, settings: Settings, paper_id: str) -> Path | None:
+        """The PDF a paper of the settings' collection was read from, when the collection keeps one."""
+        return self.finder(settings).collection.file_of(paper_id)
+
     def stats(self, settings: Settings) -> dict[str, Any]:
         """The collection's counts, as its published index version records them (no scan of the store)."""
-        stored = open_collection(settings)
+        stored = open_stored(settings)
         version = keyword_index.published(stored, settings.data_path) if stored else None
         return {
             "collection": settings.collection,

@@ -10,9 +10,8 @@ paper keeps its key; papers whose keys collide within one list get a, b, c… in
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Sequence
+from typing import cast
 
 import bibtexparser
 from bibtexparser.library import Library
@@ -23,12 +22,9 @@ from chromadb.api.types import Where
 from pylatexenc.latexencode import RULE_REGEX, UnicodeToLatexConversionRule, UnicodeToLatexEncoder
 
 from rag.errors import BadInput
-from rag.readers.records import arxiv_id, doi_of
+from rag.library import open_stored
+from rag.papers import Paper, arxiv_id, doi_of
 from rag.settings import Settings
-from rag.store import open_collection
-
-if TYPE_CHECKING:
-    from rag.evidence import Source
 
 _ENCODER = UnicodeToLatexEncoder(
     conversion_rules=[
@@ -73,63 +69,15 @@ KEY_STOPWORDS = frozenset(
 _ASCII_LETTERS = str.maketrans({"ø": "o", "ß": "ss", "ł": "l", "æ": "ae", "œ": "oe", "đ": "d", "ð": "d", "þ": "th"})
 
 
-@dataclass(frozen=True)
-class Reference:
-    """What a BibTeX entry is built from: a paper's metadata as the store holds it."""
+def arxiv_of(paper: Paper) -> str | None:
+    """The arXiv id in the paper id, URL or DOI, if there is one."""
+    values = (paper.paper_id, paper.url, paper.doi)
+    return next((found for value in values if value and (found := arxiv_id(value))), None)
 
-    paper_id: str
-    title: str
-    authors: tuple[str, ...] = ()  # display names, "Given Family"
-    year: int | None = None
-    venue: str | None = None
-    doi: str | None = None
-    url: str | None = None
-    kind: str | None = None  # the BibTeX entry type, when the paper came from a reference manager
 
-    @classmethod
-    def of_source(cls, source: "Source") -> "Reference":
-        return cls(
-            source.paper_id,
-            source.title,
-            source.authors,
-            source.year,
-            source.venue,
-            source.doi,
-            source.url,
-            source.kind,
-        )
-
-    @classmethod
-    def of_metadata(cls, metadata: Mapping[str, Any]) -> "Reference":
-        """From a chunk's Chroma metadata (``authors`` are "; "-joined there)."""
-
-        def text(key: str) -> str | None:
-            value = metadata.get(key)
-            return str(value) if value not in (None, "") else None
-
-        year = metadata.get("year")
-        return cls(
-            paper_id=str(metadata["paper_id"]),
-            title=str(metadata.get("title", "")),
-            authors=tuple(name for name in str(metadata.get("authors", "")).split("; ") if name),
-            year=int(year) if year not in (None, "") else None,
-            venue=text("venue"),
-            doi=text("doi"),
-            url=text("url"),
-            kind=text("kind"),
-        )
-
-    @property
-    def arxiv(self) -> str | None:
-        """The arXiv id in the paper id, URL or DOI, if there is one."""
-        return next(
-            (found for value in (self.paper_id, self.url, self.doi) if value and (found := arxiv_id(value))), None
-        )
-
-    @property
-    def entry_type(self) -> str:
-        kind = re.sub(r"[^a-z]", "", (self.kind or "").lower())
-        return kind or ("article" if self.venue else "misc")
+def entry_type(paper: Paper) -> str:
+    kind = re.sub(r"[^a-z]", "", (paper.kind or "").lower())
+    return kind or ("article" if paper.venue else "misc")
 
 
 def _ascii_words(text: str) -> list[str]:
@@ -143,7 +91,7 @@ def family_name(name: str) -> str:
     return " ".join(parts.last) or name
 
 
-def base_key(reference: Reference) -> str:
+def base_key(reference: Paper) -> str:
     """``{first author's family name}{year}{first significant title word}``, ASCII and lower-case. Without authors
     the title word leads; when neither authors nor title give a word, the paper id is the key."""
     family = "".join(_ascii_words(family_name(reference.authors[0]))) if reference.authors else ""
@@ -164,7 +112,7 @@ def _letters(i: int) -> str:
     return suffix
 
 
-def citation_keys(references: Sequence[Reference]) -> list[str]:
+def citation_keys(references: Sequence[Paper]) -> list[str]:
     """One key per reference, unique in the list: a paper's base key, or, where several share it, the base key with
     a, b, c… in paper-id order (so the suffixes do not depend on the order of the list)."""
     bases = [base_key(reference) for reference in references]
@@ -199,7 +147,7 @@ def protected_title(title: str) -> str:
     return "".join(pieces) + title[end:]
 
 
-def entry(reference: Reference, key: str) -> Entry:
+def entry(reference: Paper, key: str) -> Entry:
     """The bibtexparser entry for a reference; its author field holds name parts, merged when written."""
     fields: list[Field] = []
     if reference.authors:
@@ -207,16 +155,16 @@ def entry(reference: Reference, key: str) -> Entry:
         fields.append(Field("author", names))
     fields.append(Field("title", protected_title(reference.title)))
     if reference.venue:
-        fields.append(Field(VENUE_FIELD.get(reference.entry_type, "howpublished"), latex(reference.venue)))
+        fields.append(Field(VENUE_FIELD.get(entry_type(reference), "howpublished"), latex(reference.venue)))
     if reference.year is not None:
         fields.append(Field("year", str(reference.year)))
     if reference.doi:
         fields.append(Field("doi", reference.doi))
-    if eprint := reference.arxiv:
+    if eprint := arxiv_of(reference):
         fields += [Field("eprint", eprint), Field("archivePrefix", "arXiv")]
     if reference.url:
         fields.append(Field("url", reference.url))
-    return Entry(reference.entry_type, key, fields)
+    return Entry(entry_type(reference), key, fields)
 
 
 def _write(entry: Entry) -> str:
@@ -227,13 +175,13 @@ def _write(entry: Entry) -> str:
     return str(bibtexparser.write_string(Library([entry]), unparse_stack=stack, bibtex_format=form))
 
 
-def bibtex_entries(references: Sequence[Reference]) -> list[str]:
+def bibtex_entries(references: Sequence[Paper]) -> list[str]:
     """One BibTeX entry per reference, in order, keys unique in the list."""
     keys = citation_keys(references)
     return [_write(entry(reference, key)) for reference, key in zip(references, keys, strict=True)]
 
 
-def bibtex_library(references: Sequence[Reference]) -> str:
+def bibtex_library(references: Sequence[Paper]) -> str:
     """The entries of :func:`bibtex_entries` as one text, ready to save as a ``.bib`` file."""
     return "\n".join(bibtex_entries(references))
 
@@ -246,10 +194,10 @@ def _canonical(paper_id: str) -> str:
     return f"doi:{doi}" if doi else paper_id
 
 
-def references_for(settings: Settings, paper_ids: Sequence[str]) -> list[Reference]:
+def references_for(settings: Settings, paper_ids: Sequence[str]) -> list[Paper]:
     """The references of the papers with these ids in the settings' collection, in the order given, each once.
     An id may also be given as a bare arXiv id or DOI. Ids the collection lacks are bad input, named."""
-    stored = open_collection(settings)
+    stored = open_stored(settings)
     if stored is None or stored.collection.count() == 0:
         state = "is empty" if stored is not None else "does not exist"
         raise BadInput(f"collection {settings.collection!r} {state}: `rag ingest PATH --collection NAME` fills one")
@@ -257,10 +205,10 @@ def references_for(settings: Settings, paper_ids: Sequence[str]) -> list[Referen
     candidates = {paper_id: [paper_id, _canonical(paper_id)] for paper_id in wanted}
     lookup = sorted({candidate for ids in candidates.values() for candidate in ids})
     page = stored.collection.get(where=cast(Where, {"paper_id": {"$in": lookup}}), include=["metadatas"])
-    found: dict[str, Reference] = {}
+    found: dict[str, Paper] = {}
     for metadata in page["metadatas"] or []:
         if metadata and "paper_id" in metadata:
-            found.setdefault(str(metadata["paper_id"]), Reference.of_metadata(metadata))
+            found.setdefault(str(metadata["paper_id"]), Paper.from_metadata(metadata))
     unknown = [paper_id for paper_id in wanted if not any(c in found for c in candidates[paper_id])]
     if unknown:
         raise BadInput(

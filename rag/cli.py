@@ -94,18 +94,19 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print machin
 
 @cli.command()
 @click.argument("path", required=False, type=click.Path(path_type=Path))
-@click.option("--format", "fmt", default="auto", help=f"Corpus format: {'|'.join(FORMATS)}.")
+@click.option("--format", "fmt", default="auto", help=f"Corpus format: {'|'.join((*FORMATS, 'pdf'))}.")
 @click.option("--prune", is_flag=True, help="Also remove the collection's papers that PATH no longer holds.")
 @click.option("--strict", is_flag=True, help="Fail on a malformed entry instead of skipping and reporting it.")
 @collection_option
 @json_option
 @handle_errors
 def ingest(path: Path | None, fmt: str, prune: bool, strict: bool, collection: str | None, as_json: bool) -> None:
-    """Ingest a corpus file (default: the bundled trending-papers corpus)."""
+    """Ingest a corpus file, a PDF, or a folder of PDFs and export files (read recursively); without PATH, the
+    bundled trending-papers corpus."""
     from rag.ingest import ingest as run_ingest
 
-    if fmt not in FORMATS:
-        raise BadInput(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
+    if fmt not in (*FORMATS, "pdf"):
+        raise BadInput(f"--format {fmt!r} is not one of {', '.join((*FORMATS, 'pdf'))}")
     settings = load_settings(collection)
     report = run_ingest(path or BUNDLED_CORPUS, fmt, settings, prune=prune, strict=strict)
     for problem in report.problems:
@@ -185,10 +186,11 @@ def stats(verify: bool, collection: str | None, as_json: bool) -> None:
     """Papers and chunks in a collection, as its published index version records them."""
     from rag import keyword_index
     from rag.embedding import embedder_id
-    from rag.store import manifest, open_collection
+    from rag.library import open_stored
+    from rag.store import manifest
 
     settings = load_settings(collection)
-    stored = open_collection(settings)
+    stored = open_stored(settings)
     version = keyword_index.published(stored, settings.data_path) if stored else None
     result: dict[str, Any] = {
         "papers": version.papers if version else 0,
@@ -217,10 +219,10 @@ def collections() -> None:
 @handle_errors
 def collections_list(as_json: bool) -> None:
     """Every collection with its papers and embedder."""
-    from rag import keyword_index
+    from rag.library import summaries
 
     fields = ("name", "papers", "chunks", "embedder")
-    rows = [{key: getattr(row, key) for key in fields} for row in keyword_index.summaries(load_settings())]
+    rows = [{key: getattr(row, key) for key in fields} for row in summaries(load_settings())]
     if as_json:
         emit(rows)
         return
@@ -238,11 +240,10 @@ def collections_list(as_json: bool) -> None:
 def collections_delete(name: str, yes: bool) -> None:
     """Delete a collection and its keyword index."""
     from rag import keyword_index
-    from rag.ingest import remove_collection
-    from rag.store import open_collection
+    from rag.library import delete, open_stored
 
     settings = load_settings(name)
-    stored = open_collection(settings)
+    stored = open_stored(settings)
     if stored is None:
         raise BadInput(f"no collection named {name!r} (`rag collections list` shows them)")
     version = keyword_index.current_version(settings.data_path, name)
@@ -254,7 +255,7 @@ def collections_delete(name: str, yes: bool) -> None:
             raise BadInput(f"deleting {name!r} needs confirmation: answer the prompt, or pass --yes") from None
         if not confirmed:
             _fail(1, f"kept collection {name!r}")
-    remove_collection(settings, stored)
+    delete(settings, stored)
     click.echo(f"deleted collection {name!r} ({papers})")
 
 

@@ -6,58 +6,21 @@ sentence's cosine, and its retrieval scores. A comparison's sides are retrieved 
 paper is a candidate. The sentences quoted are each admitted paper's closest to the question by cosine.
 """
 
-import re
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Literal
+from dataclasses import dataclass, field, replace
+from typing import Literal
 
 import numpy as np
 
 from rag import gate
 from rag.embedding import TokenStates
 from rag.gate import Intent, Signals
+from rag.library import Collection
+from rag.papers import Hit, Paper, Passage, Source, evidence_sentences, pieces
 from rag.relevance import coverage
-from rag.retrieve import Filters, Hit, PaperRetriever
+from rag.retrieve import Filters, PaperRetriever
 from rag.settings import Settings
-from rag.text import count_tokens, split_sentences
-
-
-@dataclass
-class Source:
-    """A numbered source: what the answer may cite as [n]."""
-
-    n: int
-    paper_id: str
-    title: str
-    score: float  # relevance: how much of the question the paper covers (rag.relevance)
-    sentences: list[str] = field(default_factory=list)  # the quoted sentences, in the abstract's order
-    url: str | None = None
-    abstract: str = ""  # the whole abstract: what a claim citing this source is checked against
-    authors: tuple[str, ...] = ()
-    year: int | None = None
-    positions: list[int] = field(default_factory=list)  # where each quoted sentence sits among the abstract's
-    best: str = ""  # the sentence closest to the question
-    venue: str | None = None
-    doi: str | None = None
-    kind: str | None = None  # BibTeX entry type, when the paper came from a reference manager
-
-    @property
-    def quote(self) -> str:
-        """The quoted sentences as a reader checks them: in the abstract's order, with "…" where sentences are skipped
-        (when their places are known)."""
-        parts: list[str] = []
-        for i, sentence in enumerate(self.sentences):
-            if i and self.positions and self.positions[i] != self.positions[i - 1] + 1:
-                parts.append("…")
-            parts.append(sentence)
-        return " ".join(parts)
-
-    @property
-    def checkable_text(self) -> str:
-        """Title and whole abstract: everything the paper says, so everything a citation of it may rest on."""
-        return f"{self.title}. {self.abstract}"
-
-    def as_json(self) -> dict[str, Any]:
-        return {key: value for key, value in asdict(self).items() if value is not None}
+from rag.support import SupportChecker
+from rag.text import count_tokens
 
 
 @dataclass
@@ -72,6 +35,7 @@ class Evidence:
     lists_papers: bool = False  # the question asks which papers: the answer lists every source, one line each
     related: list[Source] = field(default_factory=list)  # a list question's further candidates: shown uncited
     weak: bool = False  # the one source is the closest paper, which may not answer the question
+    collection: str | None = None  # where the sources are: the PDFs a source card links to are this collection's
 
     @property
     def refused(self) -> bool:
@@ -85,21 +49,13 @@ class Evidence:
         return "not_stated" if self.not_stated is not None else "not_covered"
 
 
-# Sentences that address a model rather than state a finding: never evidence, never shown to the model.
-INSTRUCTION_LIKE = re.compile(
-    r"\b(ignore|disregard|forget)\b.{0,40}\b(instructions?|prompts?|rules|above|previous)\b"
-    r"|\b(system prompt|you are now|reply only with|respond only with|as an ai)\b",
-    re.IGNORECASE,
-)
-
-
 @dataclass(frozen=True)
 class Ranked:
     """One sentence of a candidate paper, scored against the question."""
 
-    text: str
+    sentence: Passage  # the sentence, with its page and section
     cosine: float  # pooled cosine with the question: which sentences to quote
-    position: int  # its place among the abstract's sentences: quotes are shown in the abstract's order
+    position: int  # its place among the paper's sentences: quotes are shown in the paper's order
     coverage: float  # term coverage of the question by the title and this sentence: does it state the asked fact
 
 
@@ -109,7 +65,7 @@ class Scored:
     relevance: float  # term coverage of the question by the title and every sentence
     title: float  # term coverage of the question by the title alone
     ranked: list[Ranked]  # best cosine first
-    abstract: str  # the whole abstract
+    paper: Paper  # with the passages read: the abstract and the body passages retrieval found
     states: list[TokenStates]  # token states of the title and each evidence sentence: the claim checker reuses them
 
     @property
@@ -131,43 +87,29 @@ def quote_within_budget(ranked_per_source: list[list[Ranked]], budget_tokens: in
     one-paper answer and bloats a five-paper one; a shared budget spends the tokens where the cosines are.
     """
     chosen: list[list[Ranked]] = [[ranked[0]] if ranked else [] for ranked in ranked_per_source]
-    used = sum(count_tokens(sentences[0].text) for sentences in chosen if sentences)
+    used = sum(count_tokens(sentences[0].sentence.text) for sentences in chosen if sentences)
     rest = sorted(
         ((sentence, i) for i, ranked in enumerate(ranked_per_source) for sentence in ranked[1:]),
         key=lambda item: -item[0].cosine,
     )
     for sentence, i in rest:
-        cost = count_tokens(sentence.text)
+        cost = count_tokens(sentence.sentence.text)
         if used + cost <= budget_tokens:
             chosen[i].append(sentence)
             used += cost
     return [sorted(sentences, key=lambda sentence: sentence.position) for sentences in chosen]
 
 
-def sentences_of(text: str) -> list[str]:
-    """The abstract's sentences that can serve as evidence (instructions planted in an abstract are dropped)."""
-    return [
-        sentence for sentence in split_sentences(text) if len(sentence) > 15 and not INSTRUCTION_LIKE.search(sentence)
-    ]
-
-
-def pieces_of(title: str, abstract: str) -> list[str]:
-    """What a paper is scored and checked against, one forward pass each: its title and its evidence sentences (the
-    whole abstract when it has none); the embedder truncates long texts, and an abstract outruns it."""
-    return [title, *(sentences_of(abstract) or [abstract])]
-
-
 class EvidenceFinder:
-    """Retrieval, then the gate, then sentence selection, all with models loaded once."""
+    """Retrieval, then the gate, then sentence selection, on one loaded collection."""
 
-    def __init__(self, settings: Settings, retriever: PaperRetriever | None = None) -> None:
+    def __init__(self, settings: Settings, collection: Collection | None = None) -> None:
         self.settings = settings
-        self.retriever = retriever or PaperRetriever(settings)
+        self.collection = collection or Collection.open(settings)
+        self.retriever = PaperRetriever(settings, self.collection)
         # The gate is trained on the bundled embedder's token vectors; a remote embedder has other scales.
-        self.gate_embedder = self.retriever.token_encoder
-        self.term_weights = self.retriever.term_weights
-        from rag.support import SupportChecker  # it reads Source: imported here, not at the top
-
+        self.gate_embedder = self.collection.token_encoder
+        self.term_weights = self.collection.term_weights
         self.support = SupportChecker(self.gate_embedder, self.term_weights, settings.answer.support_threshold)
 
     @property
@@ -178,13 +120,14 @@ class EvidenceFinder:
     def score(self, question: str, hits: list[Hit]) -> list[Scored]:
         """Each hit with its term coverage of the question (by its title, by every sentence) and its sentences ranked
         by cosine with the question, best first; one forward pass serves all."""
-        abstracts = self.retriever.full_texts(hits)
-        per_paper = [pieces_of(hit.title, abstracts[hit.paper_id]) for hit in hits]
-        vectors, tokens = self.gate_embedder.encode_with_tokens([question, *(text for p in per_paper for text in p)])
+        papers = self.collection.read(hits)
+        per_paper = [evidence_sentences(papers[hit.paper_id]) for hit in hits]
+        texts = [text for hit, sentences in zip(hits, per_paper, strict=True) for text in pieces(hit.title, sentences)]
+        vectors, tokens = self.gate_embedder.encode_with_tokens([question, *texts])
         similarities = vectors[1:] @ vectors[0]
         weights = self.term_weights.per_token(tokens[0])
         scored, start = [], 1
-        for hit, (_, *sentences) in zip(hits, per_paper, strict=True):
+        for hit, sentences in zip(hits, per_paper, strict=True):
             end = start + 1 + len(sentences)
             title, own = tokens[start], tokens[start + 1 : end]
             sims = similarities[start : end - 1]
@@ -194,7 +137,7 @@ class EvidenceFinder:
             ]
             relevance = coverage(tokens[0], weights, tokens[start:end])
             title_only = coverage(tokens[0], weights, [title])
-            scored.append(Scored(hit, relevance, title_only, ranked, abstracts[hit.paper_id], tokens[start:end]))
+            scored.append(Scored(hit, relevance, title_only, ranked, papers[hit.paper_id], tokens[start:end]))
             start = end
         return scored
 
@@ -254,7 +197,7 @@ class EvidenceFinder:
         paper's title, covers the question (``answer.stated_threshold``, fitted by eval/train_gate.py)."""
         threshold = self.settings.answer.stated_threshold
         return any(
-            sentence.coverage >= threshold and gate.states_asked(wanted, question, sentence.text)
+            sentence.coverage >= threshold and gate.states_asked(wanted, question, sentence.sentence.text)
             for item in admitted
             for sentence in item.ranked
         )
@@ -275,25 +218,24 @@ class EvidenceFinder:
 
         def source(n: int, i: int, quoted: list[Ranked] | None = None) -> Source:
             item = scored[i]
-            meta = item.hit.metadata
-            authors = tuple(a for a in str(meta.get("authors", "")).split("; ") if a)
-            year = int(meta["year"]) if "year" in meta else None
             quoted = item.ranked[:1] if quoted is None else quoted
             return Source(
-                n, item.hit.paper_id, item.hit.title, round(float(probabilities[i]), 4), [r.text for r in quoted],
-                meta.get("url"), item.abstract, authors, year, [r.position for r in quoted], item.ranked[0].text,
-                venue=meta.get("venue"), doi=meta.get("doi"), kind=meta.get("kind"),
+                n, item.paper, round(float(probabilities[i]), 4), [r.sentence for r in quoted],
+                [r.position for r in quoted], item.ranked[0].sentence.text,
             )  # fmt: skip
 
         if not decision.covered:
             nearest = sorted(range(len(scored)), key=lambda i: -probabilities[i])[: config.nearest_papers]
             unknown = self.term_weights.unknown_words(question)
             closest = [source(n, i) for n, i in enumerate(nearest, 1)]
-            return Evidence(question, [], closest, unknown_words=unknown, notice=notice)
+            return Evidence(
+                question, [], closest, unknown_words=unknown, notice=notice, collection=self.collection.name
+            )
         admitted = [scored[i] for i in decision.cited]
         if wanted.wants_fact and not self.states_asked_fact(question, wanted, admitted):
             named = [source(n, i) for n, i in enumerate(decision.cited[: config.nearest_papers], 1)]
-            return Evidence(question, named, named, not_stated=wanted.phrase or "figure asked for", notice=notice)
+            phrase = wanted.phrase or "figure asked for"
+            return Evidence(question, named, named, not_stated=phrase, notice=notice, collection=self.collection.name)
         quoted = quote_within_budget([item.ranked for item in admitted], config.evidence_tokens)
         sources = [source(n, i, q) for n, (i, q) in enumerate(zip(decision.cited, quoted, strict=True), 1)]
         for item, cited in zip(admitted, sources, strict=True):  # the claim checker need not encode them again
@@ -303,5 +245,5 @@ class EvidenceFinder:
         others = [source(0, i) for i in range(len(scored)) if i not in shown]
         return Evidence(
             question, sources, [], others, lists_papers=wanted.kind == "papers", notice=notice, related=related,
-            weak=decision.weak,
+            weak=decision.weak, collection=self.collection.name,
         )  # fmt: skip

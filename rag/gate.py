@@ -28,9 +28,9 @@ from typing import Literal
 
 import numpy as np
 
-from rag.keyword_index import STOPWORDS
 from rag.settings import AnswerSettings
 from rag.terms import name_keys, stated_numbers, unit_word
+from rag.text import STOPWORDS
 
 MODEL_FILE = Path(__file__).parent / "assets" / "gate.json"
 

@@ -7,7 +7,10 @@ one whenever the rows differ from what the published version indexed (compared b
 with the same chunk count counts, and so does an earlier run that died before publishing).
 """
 
+import os
+import shutil
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from itertools import islice
@@ -24,19 +27,13 @@ from tqdm import tqdm
 
 from rag import keyword_index
 from rag.embedding import build_embedder, embedder_id, local_embedder
-from rag.readers import Paper, Skipped, read_corpus, read_entries
+from rag.errors import CorpusError
+from rag.library import files_dir, open_stored
+from rag.papers import Paper, Skipped
+from rag.readers import corpus_files, read_corpus, read_entries
+from rag.readers.pdf import read_pdfs
 from rag.settings import Settings
-from rag.store import (
-    PaperState,
-    StoredCollection,
-    check_compatible,
-    connect,
-    create_collection,
-    delete_collection,
-    fingerprint,
-    manifest,
-    open_collection,
-)
+from rag.store import PaperState, StoredCollection, check_compatible, connect, create_collection, fingerprint, manifest
 
 EMBEDDED_KEYS = ("title",)
 
@@ -68,7 +65,11 @@ class IngestReport:
     seconds: float
     skipped_no_abstract: int = 0  # reference-manager entries without an abstract: nothing to search or cite
     skipped_malformed: int = 0
-    problems: list[str] = field(default_factory=list)  # "file:line: what" for each malformed entry skipped
+    problems: list[str] = field(default_factory=list)  # "file:line: what" for each entry or file passed over
+    full_text: int = 0  # papers read from a PDF
+    pages: int = 0  # pages of the PDFs read
+    passages: int = 0  # passages of the full texts read (abstracts included)
+    skipped_by_reason: dict[str, int] = field(default_factory=dict)  # every skip: no_abstract, malformed, no_text…
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,10 +81,17 @@ class IngestReport:
             f"{self.removed} removed, {self.duplicates} duplicates dropped), {self.chunks} chunks in "
             f"{self.collection!r} [{self.embedder}] in {self.seconds:.1f} s"
         ]
+        if self.full_text:
+            lines.append(f"{self.full_text} full texts read: {self.pages} pages, {self.passages} passages")
         if self.skipped_no_abstract:
             lines.append(f"{entries(self.skipped_no_abstract)} without an abstract skipped (nothing to search or cite)")
         if self.skipped_malformed:
             lines.append(f"{entries(self.skipped_malformed)} malformed, skipped (listed above; --strict fails instead)")
+        others = {
+            reason: n for reason, n in self.skipped_by_reason.items() if reason not in ("no_abstract", "malformed")
+        }
+        if others:
+            lines.append("skipped: " + ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in others.items()))
         return "\n".join(lines)
 
 
@@ -97,29 +105,23 @@ def make_splitter(settings: Settings) -> SentenceSplitter:
 
 
 def paper_nodes(paper: Paper, splitter: SentenceSplitter, version: str) -> list[TextNode]:
-    """The paper's chunks; each carries the paper id, title and version, and embeds as "title + chunk"."""
-    chunks = splitter.split_text_metadata_aware(paper.abstract, paper.title)
-    base: dict[str, Any] = {
-        "paper_id": paper.paper_id,
-        "title": paper.title,
-        "content_hash": version,
-        "n_chunks": len(chunks),
-    }
-    if paper.year is not None:
-        base["year"] = paper.year
-    if paper.url:
-        base["url"] = paper.url
-    if paper.authors:
-        base["authors"] = "; ".join(paper.authors)
-    for key in ("venue", "doi", "kind"):
-        if value := getattr(paper, key):
-            base[key] = value
-    if paper.categories:
-        base["categories"] = "; ".join(paper.categories)  # keywords may hold spaces
-        base.update({f"cat:{category}": 1 for category in paper.categories})  # filterable flags
+    """The paper's chunks: its abstract's, then each body passage's (a chunk never spans two passages, so it has one
+    page and one section). Each carries the paper's metadata and version, and embeds as "title + chunk"."""
+    abstract = splitter.split_text_metadata_aware(paper.abstract, paper.title) if paper.abstract else []
+    pieces = [(chunk, paper.passages[0]) for chunk in abstract]
+    for passage in paper.body:
+        pieces += [(chunk, passage) for chunk in splitter.split_text_metadata_aware(passage.text, paper.title)]
+    base: dict[str, Any] = {"paper_id": paper.paper_id, "title": paper.title}
+    base |= {"content_hash": version, "n_chunks": len(pieces)} | paper.metadata()
+    if paper.body:
+        base["abstract_chunks"] = len(abstract)
     nodes = []
-    for i, chunk in enumerate(chunks):
+    for i, (chunk, passage) in enumerate(pieces):
         metadata = base | {"chunk": i}
+        if passage.page is not None:
+            metadata["page"] = passage.page
+        if i >= len(abstract) and passage.section:
+            metadata["section"] = passage.section
         hidden = [key for key in metadata if key not in EMBEDDED_KEYS]
         nodes.append(
             TextNode(
@@ -147,6 +149,85 @@ def _unique(papers: Iterable[Paper], seen: set[str]) -> Iterator[Paper]:
             yield paper
 
 
+def pages_of(paper: Paper) -> int:
+    """How many pages the paper's passages reach (0 for a paper without pages)."""
+    return max((passage.page or 0 for passage in paper.passages), default=0)
+
+
+@dataclass
+class _Read:
+    """Pass 1 over what an ingest reads: the ids, the skips, and the full texts (a PDF is parsed once)."""
+
+    ids: set[str] = field(default_factory=set)
+    total: int = 0
+    passed_over: list[Skipped] = field(default_factory=list)
+    full_texts: list[Paper] = field(default_factory=list)
+    unread: set[Path] = field(default_factory=set)  # a folder's export files that could not be read: passed over
+    pdf_files: dict[str, Path] = field(default_factory=dict)  # a kept file's name → where it was read from
+
+
+def _read_all(
+    files: list[tuple[Path, str]],
+    settings: Settings,
+    strict: bool,
+    progress: bool,
+    tell: Callable[[IngestProgress], None],
+    source: Path,
+) -> _Read:
+    """Validate every file (streaming) and read every PDF, so bad input never leaves a half-ingested store."""
+    read = _Read()
+    for file, fmt in files:
+        if fmt == "pdf":
+            continue
+        ids: list[str] = []
+        skips: list[Skipped] = []
+        try:
+            for entry in read_entries(file, fmt, strict):
+                if isinstance(entry, Skipped):
+                    skips.append(entry)
+                else:
+                    ids.append(entry.paper_id)
+        except CorpusError as error:
+            if strict or not source.is_dir():
+                raise
+            read.unread.add(file)  # a stray text file in a folder of papers costs that file, not the ingest
+            read.passed_over.append(Skipped(file, error.line or 0, "unreadable", str(error).split(": ", 1)[-1]))
+            continue
+        read.passed_over += skips
+        read.total += len(ids)
+        read.ids.update(ids)
+    pdfs = [file for file, fmt in files if fmt == "pdf"]
+    pages = 0
+    with tqdm(total=len(pdfs), unit="pdf", desc="read PDFs", disable=None if progress and pdfs else True) as bar:
+        for file, entry in zip(pdfs, read_pdfs(pdfs, settings.pdf), strict=True):
+            if isinstance(entry, Skipped):
+                if strict and entry.reason != "no_text":
+                    raise CorpusError(file, f"{entry.detail} (--strict stops at an unreadable PDF)")
+                read.passed_over.append(entry)
+            else:
+                read.total += 1
+                read.ids.add(entry.paper_id)
+                read.full_texts.append(entry)
+                if entry.file:
+                    read.pdf_files[entry.file] = file
+                pages += pages_of(entry)
+            bar.update()
+            bar.set_postfix(pages=pages, passages=sum(len(paper.passages) for paper in read.full_texts))
+            tell(IngestProgress("reading", bar.n, len(pdfs)))
+    if not read.total:
+        first = next((entry for entry in read.passed_over if entry.reason != "no_abstract"), None)
+        raise CorpusError(source, first.detail if first else "no paper could be read from it")
+    return read
+
+
+def _papers(files: list[tuple[Path, str]], read: _Read) -> Iterator[Paper]:
+    """Pass 2: the export files' papers read again (streaming), then the full texts pass 1 kept."""
+    for file, fmt in files:
+        if fmt != "pdf" and file not in read.unread:
+            yield from read_corpus(file, fmt)
+    yield from read.full_texts
+
+
 def ingest(
     path: Path,
     fmt: str,
@@ -156,38 +237,33 @@ def ingest(
     strict: bool = False,
     on_progress: Callable[[IngestProgress], None] | None = None,
 ) -> IngestReport:
-    """Ingest a corpus file; with ``prune``, also remove the collection's papers the file no longer holds. A malformed
-    file, or settings whose embedder or chunking differ from the collection's, are rejected before the store is
-    touched. A malformed entry among good ones in a reference-manager export is skipped and reported, unless
+    """Ingest a corpus file, a PDF or a folder of them (export files and PDFs mixed, read recursively); with
+    ``prune``, also remove the collection's papers that ``path`` no longer holds. A malformed file, or settings whose
+    embedder or chunking differ from the collection's, are rejected before the store is touched. A malformed entry
+    among good ones in a reference-manager export, and a PDF that cannot be read, are skipped and reported, unless
     ``strict``. ``on_progress`` hears of each stage and batch."""
     started = time.perf_counter()
     tell = on_progress or (lambda _: None)
     tell(IngestProgress("reading", 0, 0))
-    stored = open_collection(settings)
+    stored = open_stored(settings)
     if stored is not None:
         check_compatible(stored, settings)
-    # Pass 1 validates the whole file (streaming), so bad input never leaves a half-ingested store.
-    total = 0
-    ids: set[str] = set()
-    passed_over: list[Skipped] = []
-    for entry in read_entries(path, fmt, strict):
-        if isinstance(entry, Skipped):
-            passed_over.append(entry)
-            continue
-        total += 1
-        ids.add(entry.paper_id)
+    files, unsupported = corpus_files(path, fmt)
+    read = _read_all(files, settings, strict, progress, tell, Path(path))
+    ids = read.ids
 
     embedder: BaseEmbedding | None = None  # loaded only when something needs embedding: re-ingests stay fast
     splitter = make_splitter(settings)
     known = manifest(stored.collection if stored else None)
     final = dict(known)  # what the store will hold: the published index must match it
     version_suffix = f"{settings.chunking.chunk_size}/{settings.chunking.chunk_overlap}"
+    kept_files = files_dir(settings.data_path, settings.collection)
 
     added = updated = skipped = chunks = 0
-    bar = tqdm(total=len(ids), unit="paper", desc=f"ingest {path.name}", disable=None if progress else True)
+    bar = tqdm(total=len(ids), unit="paper", desc=f"ingest {Path(path).name}", disable=None if progress else True)
     done = 0
     tell(IngestProgress("embedding", done, len(ids)))
-    for batch in _batched(_unique(read_corpus(path, fmt), set()), settings.ingest.batch_papers):
+    for batch in _batched(_unique(_papers(files, read), set()), settings.ingest.batch_papers):
         todo: list[BaseNode] = []
         replaced: list[str] = []
         for paper in batch:
@@ -203,6 +279,11 @@ def ingest(
                 updated += 1
             else:
                 added += 1  # new, or half-written by a run that died: not whole in the store before
+            if paper.file:  # kept before its rows are written: a paper in the store always has its PDF
+                kept_files.mkdir(parents=True, exist_ok=True)
+                if not (kept_files / paper.file).is_file():
+                    shutil.copyfile(read.pdf_files[paper.file], kept_files / f".{paper.file}.part")
+                    os.replace(kept_files / f".{paper.file}.part", kept_files / paper.file)
             nodes = paper_nodes(paper, splitter, version)
             todo.extend(nodes)
             chunks += len(nodes)
@@ -230,6 +311,10 @@ def ingest(
     if stored is not None and keyword_index.stale(stored, settings.data_path, fingerprint(final)):
         tell(IngestProgress("indexing", 0, len(final)))
         keyword_index.publish(stored, settings.data_path, local_embedder(settings), progress)
+    passed_over = read.passed_over
+    reasons: Counter[str] = Counter(entry.reason for entry in passed_over)
+    if unsupported:
+        reasons["unsupported"] = len(unsupported)
     return IngestReport(
         papers=len(ids),
         chunks=chunks,
@@ -237,20 +322,19 @@ def ingest(
         skipped=skipped,
         collection=settings.collection,
         updated=updated,
-        duplicates=total - len(ids),
+        duplicates=read.total - len(ids),
         removed=len(removed),
         embedder=stored.info.embedder.id if stored else embedder_id(settings),
         seconds=round(time.perf_counter() - started, 2),
-        skipped_no_abstract=sum(entry.reason == "no_abstract" for entry in passed_over),
-        skipped_malformed=sum(entry.reason == "malformed" for entry in passed_over),
-        problems=[str(entry) for entry in passed_over if entry.reason == "malformed"],
+        skipped_no_abstract=reasons["no_abstract"],
+        skipped_malformed=reasons["malformed"],
+        problems=[str(entry) for entry in passed_over if entry.reason != "no_abstract"]
+        + [f"{file}: not a PDF or an export file, passed over" for file in unsupported],
+        full_text=len(read.full_texts),
+        pages=sum(pages_of(paper) for paper in read.full_texts),
+        passages=sum(len(paper.passages) for paper in read.full_texts),
+        skipped_by_reason=dict(reasons),
     )
-
-
-def remove_collection(settings: Settings, stored: StoredCollection) -> None:
-    """Delete a collection and every version of its keyword index."""
-    delete_collection(settings, stored)
-    keyword_index.remove(settings.data_path, stored.name)
 
 
 def _delete_papers(stored: StoredCollection, paper_ids: list[str]) -> None:

@@ -19,31 +19,22 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-from bm25s.stopwords import STOPWORDS_EN
 from llama_index.core.schema import BaseNode
 from llama_index.core.vector_stores.utils import metadata_dict_to_node
 from llama_index.retrievers.bm25 import BM25Retriever
 
 from rag.embedding import LocalMiniLMEmbedding, minilm_tokenizer
 from rag.errors import BadInput, EmptyCollection
-from rag.settings import Settings
-from rag.store import StoredCollection, fingerprint, iter_records, list_collections, states_of
-
-if TYPE_CHECKING:
-    from rag.late_interaction import TokenVectors
+from rag.late_interaction import TokenVectors, build_token_vectors
+from rag.store import StoredCollection, fingerprint, iter_records, states_of
+from rag.text import STOPWORDS
 
 STATE_FILE = "rag_state.json"
 PIECES_FILE = "wordpieces.npy"  # how many rows contain each MiniLM wordpiece: the relevance gate's IDF
 CURRENT = "current"  # a file naming the published version folder
-# Words that every abstract and every "which papers …" question uses: as query terms they only add noise.
-SCHOLARLY_STOPWORDS = (  # noqa: SIM905 - a word list reads best as words
-    "paper papers work works study studies studied propose proposed proposes approach approaches method methods "
-    "discuss discusses show shows present presents research researchers result results"
-).split()
-STOPWORDS = [*STOPWORDS_EN, *SCHOLARLY_STOPWORDS]
 # Bump when tokenisation changes: readers then ask for a re-ingest, which rebuilds.
 TOKENIZER_VERSION = "en+scholarly-1+pieces"
 MAX_CATEGORIES = 500  # a version lists at most this many categories (an arXiv snapshot has ~170)
@@ -83,41 +74,11 @@ class KeywordIndex:
     retriever: BM25Retriever
     piece_frequencies: np.ndarray  # indexed by MiniLM token id
     version: IndexVersion
-    tokens: "TokenVectors"
+    tokens: TokenVectors
 
     @property
     def documents(self) -> int:
         return len(self.retriever.corpus)
-
-
-@dataclass(frozen=True)
-class CollectionSummary:
-    """A collection as a list of them shows it: its published counts, embedder and filter choices."""
-
-    name: str
-    papers: int
-    chunks: int
-    embedder: str
-    years: tuple[int, int] | None
-    categories: tuple[str, ...]
-
-
-def summaries(settings: Settings) -> list[CollectionSummary]:
-    """Every collection, by name, as its published version records it (no scan of the store)."""
-    rows = []
-    for stored in list_collections(settings):
-        version = current_version(settings.data_path, stored.name)
-        rows.append(
-            CollectionSummary(
-                name=stored.name,
-                papers=version.papers if version else 0,
-                chunks=version.chunks if version else 0,
-                embedder=stored.info.embedder.id,
-                years=version.years if version else None,
-                categories=version.categories if version else (),
-            )
-        )
-    return rows
 
 
 def piece_frequencies(nodes: list[BaseNode]) -> np.ndarray:
@@ -190,8 +151,6 @@ def load(stored: StoredCollection, data_path: Path) -> KeywordIndex:
             f"collection {stored.name!r} has no published index: run `rag ingest FILE --collection {stored.name}` "
             "(it also finishes an interrupted ingest)"
         )
-    from rag.late_interaction import TokenVectors  # it reads this module's stopwords: imported here
-
     live = index_dir(data_path, stored.name) / version.id
     try:
         retriever = BM25Retriever.from_persist_dir(str(live), show_progress=False)
@@ -214,8 +173,6 @@ def publish(
     process (the server, while `rag ingest` runs) always opens a complete index, and two writers never write into
     the same folder.
     """
-    from rag import late_interaction  # it reads this module's stopwords: imported here
-
     rows = list(iter_records(stored.collection, ["metadatas", "documents"]))
     nodes: list[BaseNode] = [metadata_dict_to_node(row["metadatas"], text=row["documents"]) for row in rows]
     folder = index_dir(data_path, stored.name)
@@ -234,7 +191,7 @@ def publish(
     path = Path(tempfile.mkdtemp(prefix=f"v-{time.time_ns()}-", dir=folder))  # ids sort by creation
     retriever.persist(str(path), show_progress=False)
     np.save(path / PIECES_FILE, piece_frequencies(nodes))
-    late_interaction.build(nodes, encoder, _live_tokens(stored, data_path), progress).save(path)
+    build_token_vectors(nodes, encoder, _live_tokens(stored, data_path), progress).save(path)
     states = states_of(row["metadatas"] for row in rows)
     years, categories = _facets(row["metadatas"] for row in rows)
     version = IndexVersion(
@@ -287,10 +244,8 @@ def stale(stored: StoredCollection, data_path: Path, rows: str) -> bool:
     )
 
 
-def _live_tokens(stored: StoredCollection, data_path: Path) -> "TokenVectors | None":
+def _live_tokens(stored: StoredCollection, data_path: Path) -> TokenVectors | None:
     """The live version's token vectors, when it is this collection's and readable: what a republish reuses."""
-    from rag.late_interaction import TokenVectors
-
     version = current_version(data_path, stored.name)
     if version is None or not version.current_for(stored):
         return None

@@ -18,8 +18,7 @@ from llama_index.core.schema import BaseNode
 from tqdm import tqdm
 
 from rag.embedding import LocalMiniLMEmbedding, TokenStates
-from rag.keyword_index import STOPWORDS
-from rag.text import split_sentences
+from rag.text import STOPWORDS, split_sentences
 
 TOKENS_FILE = "tokens.npz"  # row keys, offsets and the projection
 CODES_FILE = "token_codes.npy"  # the int8 vectors, memory-mapped by readers
@@ -104,7 +103,7 @@ class TokenVectors:
         return cls(**arrays | {"codes": codes, "fitted_on": int(arrays["fitted_on"])})
 
 
-def build(
+def build_token_vectors(
     nodes: Sequence[BaseNode],
     embedder: LocalMiniLMEmbedding,
     previous: TokenVectors | None = None,

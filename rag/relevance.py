@@ -15,7 +15,8 @@ import re
 import numpy as np
 
 from rag.embedding import TokenStates
-from rag.keyword_index import STOPWORDS, KeywordIndex
+from rag.keyword_index import KeywordIndex
+from rag.text import STOPWORDS
 
 _WORD = re.compile(r"(?u)\b\w\w+\b")  # how bm25s splits text into words
 

@@ -12,7 +12,6 @@ here was measured by eval/tune_rerank.py (eval/results/rerank.md).
 
 import os
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,19 +19,17 @@ from rag import late_interaction
 from rag.embedding import LocalMiniLMEmbedding
 from rag.errors import BadInput
 from rag.keyword_index import KeywordIndex
+from rag.papers import Hit
 from rag.relevance import TermWeights
 from rag.remote_rerank import RemoteReranker, RerankUnavailable
 from rag.settings import RetrievalSettings
-
-if TYPE_CHECKING:
-    from rag.retrieve import Hit
 
 
 @dataclass(frozen=True)
 class Ranking:
     """Papers best first, and a notice when the configured reranker could not rank them."""
 
-    hits: "list[Hit]"
+    hits: list[Hit]
     notice: str | None = None
 
 
@@ -51,7 +48,7 @@ class CoverageReranker:
         self.embedder = embedder
         self.weights = weights
 
-    def scores(self, question: str, hits: "list[Hit]") -> np.ndarray:
+    def scores(self, question: str, hits: list[Hit]) -> np.ndarray:
         _, (states,) = self.embedder.encode_with_tokens([question])
         weights = self.weights.per_token(states)
         projected = self.tokens.project(states.vectors)
@@ -86,7 +83,7 @@ class Reranker:
             else None
         )
 
-    def rerank(self, question: str, hits: "list[Hit]", k: int) -> Ranking:
+    def rerank(self, question: str, hits: list[Hit], k: int) -> Ranking:
         """The top ``k`` of the candidates, reordered; the fused order when the stage is off or has one candidate."""
         if self.local is None or len(hits) < 2:
             return Ranking(hits[:k])
@@ -103,7 +100,7 @@ class Reranker:
         return Ranking(_ordered(hits, mixed, k), notice)
 
 
-def _ordered(hits: "list[Hit]", scores: np.ndarray, k: int) -> "list[Hit]":
+def _ordered(hits: list[Hit], scores: np.ndarray, k: int) -> list[Hit]:
     """The top ``k`` hits by the rerank's scores, renumbered; each keeps its fused score (what the gate reads)."""
     order = np.argsort(-scores, kind="stable")[:k]
     return [replace(hits[i], rank=rank, rerank_score=round(float(scores[i]), 6)) for rank, i in enumerate(order, 1)]

@@ -1,30 +1,25 @@
 """Hybrid retrieval: dense (Chroma) + BM25, fused, grouped from chunks to papers, then reranked (rag/rerank.py)."""
 
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, cast
+from dataclasses import dataclass
+from typing import Literal
 
-from chromadb.api.types import Where
-from llama_index.core import VectorStoreIndex
 from llama_index.core.base.base_retriever import BaseRetriever
-from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.llms import MockLLM
 from llama_index.core.retrievers import QueryFusionRetriever
 from llama_index.core.retrievers.fusion_retriever import FUSION_MODES
 from llama_index.core.schema import NodeWithScore, QueryBundle
 from llama_index.core.vector_stores.types import FilterOperator, MetadataFilter, MetadataFilters
 from llama_index.retrievers.bm25 import BM25Retriever
-from llama_index.vector_stores.chroma import ChromaVectorStore
 
-from rag import keyword_index
-from rag.embedding import LocalMiniLMEmbedding, build_embedder, local_embedder
-from rag.errors import BadInput, EmptyCollection
-from rag.relevance import TermWeights
+from rag.errors import BadInput
+from rag.library import Collection
+from rag.papers import Hit, Paper, abstract_chunks, chunk_of
 from rag.rerank import Ranking, Reranker
 from rag.settings import Settings
-from rag.store import open_collection
 
 Mode = Literal["rerank", "hybrid", "dense", "bm25"]  # "rerank": hybrid, then the rerank stage (the default)
 MODES: tuple[Mode, ...] = ("rerank", "hybrid", "dense", "bm25")
+CHUNKS_PER_PAPER = 3  # a full-text paper's best chunks that evidence reads beside its abstract
 _FUSION = {
     "rrf": FUSION_MODES.RECIPROCAL_RANK,
     "relative_score": FUSION_MODES.RELATIVE_SCORE,
@@ -48,22 +43,6 @@ class Filters:
             filters.append(MetadataFilter(key="year", value=self.year_to, operator=FilterOperator.LTE))
         filters += [MetadataFilter(key=f"cat:{c}", value=1, operator=FilterOperator.EQ) for c in self.categories]
         return MetadataFilters(filters=filters) if filters else None
-
-
-@dataclass
-class Hit:
-    """One paper in a result list; ``text`` is its best-matching chunk."""
-
-    rank: int
-    paper_id: str
-    title: str
-    score: float  # fused (or single retriever's) score: what the relevance gate's retrieval ratio reads
-    text: str
-    metadata: dict[str, Any] = field(default_factory=dict, repr=False)
-    rerank_score: float | None = None  # the rerank stage's score, when it ordered the list
-
-    def as_json(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k != "metadata"}
 
 
 class KeywordRetriever(BM25Retriever):
@@ -90,32 +69,19 @@ def check_question(question: str, settings: Settings) -> str:
 
 
 class PaperRetriever:
-    """Searches one collection. Models and indexes load once; ``search`` is cheap and thread-safe to call."""
+    """Searches one loaded collection; ``search`` is cheap and thread-safe to call."""
 
-    def __init__(self, settings: Settings, embedder: BaseEmbedding | None = None) -> None:
+    def __init__(self, settings: Settings, collection: Collection | None = None) -> None:
         self.settings = settings
-        stored = open_collection(settings)
-        if stored is None:
-            raise EmptyCollection(f"collection {settings.collection!r} is empty: run `rag ingest` first")
-        self.keywords = keyword_index.load(stored, settings.data_path)  # the published version, never built here
-        self.version = self.keywords.version
-        self.bm25 = self.keywords.retriever
-        self.embedder = embedder or build_embedder(settings, stored.info.embedder)  # the collection's own
-        self.collection = stored.collection
-        self.index = VectorStoreIndex.from_vector_store(
-            ChromaVectorStore(chroma_collection=stored.collection), embed_model=self.embedder
-        )
-        self.term_weights = TermWeights(self.keywords)
-        # The gate and the rerank read the bundled MiniLM's token vectors, whatever embedder built the collection.
-        self.token_encoder = (
-            self.embedder if isinstance(self.embedder, LocalMiniLMEmbedding) else local_embedder(settings)
-        )
-        self.reranker = Reranker(settings.retrieval, self.keywords, self.token_encoder, self.term_weights)
+        self.collection = collection or Collection.open(settings)
+        self.bm25 = self.collection.keywords.retriever
+        keywords, encoder = self.collection.keywords, self.collection.token_encoder
+        self.reranker = Reranker(settings.retrieval, keywords, encoder, self.collection.term_weights)
 
     def _retriever(self, mode: Mode, k: int, filters: MetadataFilters | None) -> BaseRetriever:
         # enough chunks that grouping them to papers still leaves k papers
         candidates = max(self.settings.retrieval.candidates, 2 * k)
-        dense = self.index.as_retriever(similarity_top_k=candidates, filters=filters)
+        dense = self.collection.vectors.as_retriever(similarity_top_k=candidates, filters=filters)
         sparse = KeywordRetriever(
             existing_bm25=self.bm25.bm25,
             similarity_top_k=min(candidates, len(self.bm25.corpus)),
@@ -161,48 +127,26 @@ class PaperRetriever:
         hits = group_by_paper(nodes, depth)
         return self.reranker.rerank(question, hits, k) if mode == "rerank" else Ranking(hits)
 
-    def full_texts(self, hits: list[Hit]) -> dict[str, str]:
-        """Each hit's whole abstract: a hit carries its best chunk, so papers of several chunks are read back and
-        their chunks joined, the overlap between consecutive chunks removed."""
-        texts = {hit.paper_id: hit.text for hit in hits}
-        split = [hit.paper_id for hit in hits if int(hit.metadata.get("n_chunks", 1)) > 1]
-        if split:
-            rows = self.collection.get(
-                where=cast(Where, {"paper_id": {"$in": split}}), include=["documents", "metadatas"]
-            )
-            chunks: dict[str, list[tuple[int, str]]] = {}
-            for document, meta in zip(rows["documents"] or [], rows["metadatas"] or [], strict=True):
-                chunks.setdefault(str(meta["paper_id"]), []).append((int(str(meta.get("chunk", 0))), document))
-            for paper_id, parts in chunks.items():
-                texts[paper_id] = join_chunks([text for _, text in sorted(parts)])
-        return texts
-
-
-def join_chunks(chunks: list[str]) -> str:
-    """Consecutive chunks joined into the text they were cut from (each may begin with the previous one's end)."""
-    text = chunks[0] if chunks else ""
-    for chunk in chunks[1:]:
-        overlap = next((k for k in range(min(len(text), len(chunk)), 0, -1) if text.endswith(chunk[:k])), 0)
-        text += (" " if not overlap else "") + chunk[overlap:]
-    return text
-
 
 def group_by_paper(nodes: list[NodeWithScore], k: int) -> list[Hit]:
-    """Collapse chunks to papers, keeping each paper's best chunk and score."""
+    """Collapse chunks to papers, keeping each paper's best score and its best ``CHUNKS_PER_PAPER`` chunks."""
     hits: dict[str, Hit] = {}
     for node in sorted(nodes, key=lambda n: n.score or 0.0, reverse=True):
         meta = node.node.metadata
         paper_id = str(meta.get("paper_id"))
+        chunk = chunk_of(meta, node.node.get_content())
         if paper_id in hits:
+            hit = hits[paper_id]
+            if len(hit.chunks) < CHUNKS_PER_PAPER:
+                hit.chunks += (chunk,)
+            continue
+        if len(hits) == k:
             continue
         hits[paper_id] = Hit(
             rank=len(hits) + 1,
-            paper_id=paper_id,
-            title=str(meta.get("title", "")),
+            paper=Paper.from_metadata(meta),
             score=round(float(node.score or 0.0), 6),
-            text=node.node.get_content(),
-            metadata=dict(meta),
+            chunks=(chunk,),
+            abstract_chunks=abstract_chunks(meta),
         )
-        if len(hits) == k:
-            break
     return list(hits.values())

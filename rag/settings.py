@@ -59,6 +59,12 @@ class IngestSettings(_Section):
     batch_papers: int = Field(ge=1)
 
 
+class PdfSettings(_Section):
+    max_pages: int = Field(ge=1)
+    timeout_s: float = Field(gt=0)
+    max_memory_mb: int = Field(ge=16)
+
+
 class RetrievalSettings(_Section):
     top_k: int = Field(ge=1)
     candidates: int = Field(ge=1)
@@ -145,6 +151,7 @@ class Settings(BaseSettings):
     openai: OpenAISettings
     chunking: ChunkingSettings
     ingest: IngestSettings
+    pdf: PdfSettings
     retrieval: RetrievalSettings
     answer: AnswerSettings
     chat: ChatSettings

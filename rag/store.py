@@ -21,7 +21,7 @@ from chromadb.api.models.Collection import Collection
 from chromadb.config import Settings as ChromaClientSettings
 from chromadb.errors import NotFoundError
 
-from rag.embedding import EmbedderSpec, configured_embedder, local_embedder
+from rag.embedding import EmbedderSpec, configured_embedder
 from rag.errors import BadInput, ServiceUnavailable
 from rag.settings import Settings
 
@@ -189,7 +189,7 @@ def _get(client: ClientAPI, name: str) -> Collection | None:
         raise
 
 
-def _legacy_parts(name: str, settings: Settings) -> tuple[str, EmbedderSpec] | None:
+def legacy_parts(name: str, settings: Settings) -> tuple[str, EmbedderSpec] | None:
     """(the user's name, the embedder) that an older version's collection name records; None for another name.
     An OpenAI-compatible model keeps its exact name when it is the configured one (the id is a lossy slug)."""
     base, separator, embedder = name.rpartition(LEGACY_SEPARATOR)  # older names were 3 characters or more
@@ -212,10 +212,11 @@ def _first_row(collection: Collection) -> tuple[int, str]:
     return len(embeddings[0]), str((metadatas or [{}])[0].get("content_hash", ""))
 
 
-def _adopt(client: ClientAPI, legacy: Collection, name: str, settings: Settings) -> StoredCollection:
-    """Record in an older version's collection the embedder its name records (and the chunking its rows record),
-    rename it to ``name`` and publish its keyword index there; said once, as a warning."""
-    parts = _legacy_parts(legacy.name, settings)
+def adopt(client: ClientAPI, legacy: Collection, name: str, settings: Settings) -> StoredCollection:
+    """Record in an older version's collection the embedder its name records (and the chunking its rows record) and
+    rename it to ``name``; if another process adopted it first, that one. Its keyword index is the caller's
+    (``rag.library`` publishes it under the new name)."""
+    parts = legacy_parts(legacy.name, settings)
     assert parts is not None
     old_name, (_, spec) = legacy.name, parts
     dimension, version = _first_row(legacy)
@@ -231,47 +232,49 @@ def _adopt(client: ClientAPI, legacy: Collection, name: str, settings: Settings)
     try:
         legacy.modify(name=None if target == old_name else target, metadata=info.metadata(name))
     except Exception:  # another process adopted it first: use what it made
-        adopted = open_collection(settings, client, adopt=False)
+        adopted = open_collection(settings, client)
         if adopted is None:
             raise
         return adopted
-    stored = StoredCollection(name, legacy, info)
-    from rag import keyword_index  # it reads rows through this module: imported here, not at the top
-
-    keyword_index.migrate(settings.data_path, old_name, stored, local_embedder(settings))
     log.warning("adopted legacy collection %r as %r (embedder %s)", old_name, name, spec.id)
-    return stored
+    return StoredCollection(name, legacy, info)
 
 
-def open_collection(settings: Settings, client: ClientAPI | None = None, adopt: bool = True) -> StoredCollection | None:
-    """The collection ``settings.collection`` names, None when there is none. An older version's collection
-    ("<name>--<embedder id>") is adopted on first open (configured embedder preferred when there are several)."""
+def open_collection(settings: Settings, client: ClientAPI | None = None) -> StoredCollection | None:
+    """The collection ``settings.collection`` names, None when there is none of ours (``rag.library.open_stored``
+    also adopts an older version's)."""
     name = collection_name(settings)  # bad input before any connection is made
     client = client or connect(settings)
     found = _get(client, chroma_name(name))
-    if found is not None:
-        stored = StoredCollection.of(found)
-        if stored is not None and stored.name == name:
-            return stored
-        if stored is not None:
-            raise BadInput(f"Chroma collection {found.name!r} holds collection {stored.name!r}: choose another name")
-        if adopt and _legacy_parts(name, settings) is not None:  # an older version's name, opened as itself
-            return _adopt(client, found, name, settings)
-        raise BadInput(f"collection {name!r} records no embedder in its metadata: it was not made by rag")
-    if not adopt:
+    if found is None:
         return None
+    stored = StoredCollection.of(found)
+    if stored is not None and stored.name == name:
+        return stored
+    if stored is not None:
+        raise BadInput(f"Chroma collection {found.name!r} holds collection {stored.name!r}: choose another name")
+    if legacy_parts(name, settings) is not None:  # an older version's name, opened as itself: adopted by the caller
+        return None
+    raise BadInput(f"collection {name!r} records no embedder in its metadata: it was not made by rag")
+
+
+def legacy_collection(settings: Settings, client: ClientAPI) -> Collection | None:
+    """An older version's collection ("<name>--<embedder id>") that holds ``settings.collection`` (the configured
+    embedder's preferred when there are several), or that name itself in the older form."""
+    name = collection_name(settings)
+    found = _get(client, chroma_name(name))
+    if found is not None:
+        return found if StoredCollection.of(found) is None and legacy_parts(name, settings) is not None else None
     wanted = configured_embedder(settings).id
     legacy = [
         collection
         for collection in client.list_collections()
-        if (parts := _legacy_parts(collection.name, settings)) is not None
+        if (parts := legacy_parts(collection.name, settings)) is not None
         and parts[0] == name
         and StoredCollection.of(collection) is None
     ]
-    if not legacy:
-        return None
     legacy.sort(key=lambda collection: (not collection.name.endswith(LEGACY_SEPARATOR + wanted), collection.name))
-    return _adopt(client, legacy[0], name, settings)
+    return legacy[0] if legacy else None
 
 
 def create_collection(settings: Settings, client: ClientAPI, dimension: int) -> StoredCollection:
@@ -284,7 +287,7 @@ def create_collection(settings: Settings, client: ClientAPI, dimension: int) -> 
             chroma_name(name), metadata={"hnsw:space": "cosine", **info.metadata(name)}, embedding_function=None
         )
     except Exception:  # created meanwhile: chromadb raises several types for "already exists"
-        existing = open_collection(settings, client, adopt=False)
+        existing = open_collection(settings, client)
         if existing is None:
             raise
         check_compatible(existing, settings)
@@ -292,8 +295,9 @@ def create_collection(settings: Settings, client: ClientAPI, dimension: int) -> 
     return StoredCollection(name, collection, info)
 
 
-def list_collections(settings: Settings) -> list[StoredCollection]:
-    """Every collection of ours, by name; older versions' collections are adopted on the way."""
+def list_collections(settings: Settings) -> tuple[list[StoredCollection], list[tuple[str, Collection]]]:
+    """Every collection of ours, and each older version's with the name it is adopted under (the configured
+    embedder's first; a name already taken keeps the older collection's own)."""
     client = connect(settings)
     found = list(client.list_collections())
     names = {collection.name for collection in found}
@@ -304,18 +308,19 @@ def list_collections(settings: Settings) -> list[StoredCollection]:
         ours = StoredCollection.of(collection)
         if ours is not None:
             stored.append(ours)
-        elif (parts := _legacy_parts(collection.name, settings)) is not None:
+        elif (parts := legacy_parts(collection.name, settings)) is not None:
             legacy.append((parts[0], collection))
     legacy.sort(key=lambda item: (not item[1].name.endswith(LEGACY_SEPARATOR + wanted), item[1].name))
+    named: list[tuple[str, Collection]] = []
     for base, collection in legacy:
-        target = base if base not in names else collection.name  # a name already taken: adopted as it is
+        target = base if base not in names else collection.name
         names.add(target)
-        stored.append(_adopt(client, collection, target, settings.model_copy(update={"collection": target})))
-    return sorted(stored, key=lambda item: item.name)
+        named.append((target, collection))
+    return stored, named
 
 
 def delete_collection(settings: Settings, stored: StoredCollection) -> None:
-    """Drop the collection from Chroma; its keyword-index folder is the caller's (rag.keyword_index.remove)."""
+    """Drop the collection from Chroma; its keyword index and files are the caller's (rag.library.delete)."""
     connect(settings).delete_collection(stored.collection.name)
 
 

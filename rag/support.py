@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from rag.embedding import LocalMiniLMEmbedding, TokenStates
-from rag.evidence import Source, pieces_of
+from rag.papers import Source, evidence_sentences, pieces
 from rag.relevance import TermWeights, coverage
 from rag.terms import missing_terms
 from rag.text import strip_citations
@@ -86,21 +86,21 @@ class SupportChecker:
         return Support((), tuple(missing_terms(claim, [source.checkable_text for source in sources])), best)
 
     def remember(self, source: Source, states: list[TokenStates]) -> None:
-        """Keep a source's token states (title, then each of :func:`pieces_of`'s sentences) that the gate computed."""
+        """Keep a source's token states (title, then each of its :func:`pieces`) that the gate computed."""
         self._states[source.checkable_text] = states
         self._states.move_to_end(source.checkable_text)
         self._forget_beyond(self.CACHED_SOURCES)
 
     def _encode(self, texts: list[str], sources: Sequence[Source]) -> list[TokenStates]:
-        """The texts' token states, and the sources' kept for judging (:func:`rag.evidence.pieces_of`); one forward
+        """The texts' token states, and the sources' kept for judging (:func:`pieces`); one forward
         pass for the texts and the sources not kept yet."""
         needed = list(dict.fromkeys(source.checkable_text for source in sources))
         fresh = {source.checkable_text: source for source in sources if source.checkable_text not in self._states}
-        pieces = [pieces_of(source.title, source.abstract) for source in fresh.values()]
-        flat = [*texts, *(piece for group in pieces for piece in group)]
+        groups = [pieces(source.title, evidence_sentences(source.paper)) for source in fresh.values()]
+        flat = [*texts, *(piece for group in groups for piece in group)]
         states = self.embedder.encode_with_tokens(flat)[1] if flat else []
         start = len(texts)
-        for text, group in zip(fresh, pieces, strict=True):
+        for text, group in zip(fresh, groups, strict=True):
             self._states[text] = states[start : start + len(group)]
             start += len(group)
         for text in needed:

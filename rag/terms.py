@@ -13,8 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
-from rag.keyword_index import STOPWORDS
-from rag.text import strip_citations
+from rag.text import STOPWORDS, strip_citations
 
 # A word-like token: starts with a letter or digit; may hold . ' + % × - inside, and a comma only as a thousands
 # separator ("10,000"). Trailing punctuation is trimmed by _tokens.

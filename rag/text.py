@@ -9,12 +9,19 @@ from functools import cache
 from typing import Any
 
 import tiktoken
+from bm25s.stopwords import STOPWORDS_EN
 from llama_index.core.node_parser.text.utils import split_by_sentence_tokenizer_internal
 from llama_index.core.utils import globals_helper
 
 _TOKENS = tiktoken.get_encoding("cl100k_base")
 # "[1]", "[1, 2]" or "[1; 2]": what a model writes; verified answers carry the normalised "[1][2]".
 CITATION = re.compile(r"\[(\d+(?:\s*[,;]\s*\d+)*)\]")
+# Words that every abstract and every "which papers …" question uses: as query terms they only add noise.
+SCHOLARLY_STOPWORDS = (  # noqa: SIM905 - a word list reads best as words
+    "paper papers work works study studies studied propose proposed proposes approach approaches method methods "
+    "discuss discusses show shows present presents research researchers result results"
+).split()
+STOPWORDS = [*STOPWORDS_EN, *SCHOLARLY_STOPWORDS]  # BM25's, the gate's and the token vectors'
 
 
 def count_tokens(text: str) -> int:
@@ -46,3 +53,20 @@ def split_sentences(text: str) -> list[str]:
     """The text's sentences, stripped; empty ones dropped."""
     pieces = split_by_sentence_tokenizer_internal(text, _punkt())
     return [sentence.strip() for sentence in pieces if sentence.strip()]
+
+
+# Sentences that address a model rather than state a finding: never evidence, never shown to the model.
+INSTRUCTION_LIKE = re.compile(
+    r"\b(ignore|disregard|forget)\b.{0,40}\b(instructions?|prompts?|rules|above|previous)\b"
+    r"|\b(system prompt|you are now|reply only with|respond only with|as an ai)\b",
+    re.IGNORECASE,
+)
+
+
+def join_chunks(chunks: list[str]) -> str:
+    """Consecutive chunks joined into the text they were cut from (each may begin with the previous one's end)."""
+    text = chunks[0] if chunks else ""
+    for chunk in chunks[1:]:
+        overlap = next((k for k in range(min(len(text), len(chunk)), 0, -1) if text.endswith(chunk[:k])), 0)
+        text += (" " if not overlap else "") + chunk[overlap:]
+    return text

@@ -14,9 +14,24 @@ from fastapi.testclient import TestClient
 
 from app.api import add_api
 from rag.assistant import Assistant
-from rag.cite import Reference, base_key, bibtex_entries, bibtex_library, citation_keys
+from rag.cite import base_key, bibtex_entries, bibtex_library, citation_keys
+from rag.papers import Paper
 from rag.store import connect, create_collection
 from tests.conftest import cli, make_settings, write_jsonl
+
+
+def Reference(
+    paper_id: str,
+    title: str,
+    authors: tuple[str, ...] = (),
+    year: int | None = None,
+    venue: str | None = None,
+    doi: str | None = None,
+    url: str | None = None,
+    kind: str | None = None,
+) -> Paper:
+    """A paper as a citation sees it: metadata, no passages."""
+    return Paper(paper_id, title, authors=authors, year=year, venue=venue, doi=doi, url=url, kind=kind)
 
 
 def parsed(bibtex: str) -> Library:
@@ -316,7 +331,7 @@ def test_of_metadata_reads_a_chunks_metadata() -> None:
         "content_hash": "h",
         "chunk": 0,
     }
-    assert Reference.of_metadata(metadata) == Reference(
+    assert Paper.from_metadata(metadata) == Reference(
         "doi:10.1/z", "T", ("Ann Smith", "Bo Li"), 2020, "V", "10.1/z", None, "article"
     )
 

@@ -241,7 +241,7 @@ def test_a_near_miss_whose_abstract_carries_another_number_is_not_stated(finder:
     evidence = finder.find(question["question"])
     assert evidence.refusal == "not_stated" and evidence.not_stated == "days"
     assert {s.title for s in evidence.sources} & set(question["about_titles"])
-    assert re.search(r"\d", evidence.sources[0].abstract)  # it states other numbers
+    assert re.search(r"\d", evidence.sources[0].paper.abstract)  # it states other numbers
 
 
 def test_not_stated_cites_the_on_topic_papers_it_names(bundled_data: Path) -> None:

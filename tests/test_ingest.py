@@ -15,7 +15,8 @@ from rag import keyword_index
 from rag.cli import cli
 from rag.errors import BadInput, CorpusError
 from rag.ingest import ingest, make_splitter, paper_nodes
-from rag.readers import BUNDLED_CORPUS, Paper, read_corpus
+from rag.papers import ABSTRACT, Paper, Passage
+from rag.readers import BUNDLED_CORPUS, read_corpus
 from rag.retrieve import PaperRetriever
 from rag.settings import Settings
 from rag.store import fingerprint, iter_records, manifest, open_collection
@@ -43,7 +44,7 @@ def test_a_typical_abstract_is_one_chunk_and_a_long_text_splits_with_overlap() -
     assert node.metadata["paper_id"] == typical.paper_id and node.metadata["title"] == typical.title
     assert node.get_content(MetadataMode.EMBED) == f"{typical.title}\n\n{typical.abstract}"
 
-    long = Paper(paper_id="p-long", title="Long", abstract=LONG_ABSTRACT)
+    long = Paper(paper_id="p-long", title="Long", passages=(Passage(LONG_ABSTRACT, None, ABSTRACT),))
     nodes = paper_nodes(long, splitter, "v1")
     assert len(nodes) >= 3
     assert [n.node_id for n in nodes] == [f"p-long#{i}" for i in range(len(nodes))]

@@ -78,7 +78,7 @@ def test_a_remote_reranker_that_is_down_falls_back_to_the_local_stage_with_a_not
         down = with_retrieval(make_settings(bundled_data), reranker="remote", rerank_url=f"{url}/error/v1/rerank")
         retriever = PaperRetriever(down)
         ranking = retriever.rank(QUESTION, 5)
-        evidence = EvidenceFinder(down, retriever).find(QUESTION)
+        evidence = EvidenceFinder(down, retriever.collection).find(QUESTION)
     assert [hit.paper_id for hit in ranking.hits] == [hit.paper_id for hit in local]
     assert ranking.notice is not None and "HTTP 500" in ranking.notice and "local reranker" in ranking.notice
     assert evidence.notice == ranking.notice
@@ -102,7 +102,7 @@ def test_a_republish_encodes_only_the_rows_it_has_not_seen(tmp_path: Path, monke
     ]
     settings = make_settings(tmp_path / "data")
     ingest(write_jsonl(tmp_path / "a.jsonl", papers[:20]), "jsonl", settings, progress=False)
-    first = PaperRetriever(settings).keywords.tokens
+    first = PaperRetriever(settings).collection.keywords.tokens
     encoded: list[str] = []
     original = LocalMiniLMEmbedding.encode_with_tokens
 
@@ -112,7 +112,7 @@ def test_a_republish_encodes_only_the_rows_it_has_not_seen(tmp_path: Path, monke
 
     monkeypatch.setattr(LocalMiniLMEmbedding, "encode_with_tokens", counting)
     ingest(write_jsonl(tmp_path / "b.jsonl", papers[:22]), "jsonl", settings, progress=False)
-    second = PaperRetriever(settings).keywords.tokens
+    second = PaperRetriever(settings).collection.keywords.tokens
     titles = {paper["title"] for paper in papers[:22]}
     assert titles & set(encoded) == {paper["title"] for paper in papers[20:22]}  # the token pass saw only the new
     assert np.array_equal(second.basis, first.basis)  # the projection is kept

@@ -87,8 +87,8 @@ def test_metadata_filters_restrict_by_year_and_category(synthetic: PaperRetrieve
     hits = synthetic.search("protein folding study", k=20, mode=mode, filters=filters)  # type: ignore[arg-type]
     assert hits, "some synthetic papers match"
     for hit in hits:
-        assert 2018 <= hit.metadata["year"] <= 2020
-        assert "q-bio.BM" in hit.metadata["categories"].split()
+        assert hit.paper.year is not None and 2018 <= hit.paper.year <= 2020
+        assert "q-bio.BM" in hit.paper.categories
     expected = {f"syn-{i}" for i in range(40) if i % 4 == 1 and 2018 <= 2015 + i % 10 <= 2020}
     assert {hit.paper_id for hit in hits} == expected
     assert synthetic.search("protein", mode=mode, filters=Filters(categories=("nope",))) == []  # type: ignore[arg-type]

@@ -39,7 +39,7 @@ def test_reads_follow_the_collection_never_the_chat_or_embedding_provider(
     evidence = finder.find("Which papers discuss the softmax bottleneck?")
     assert any("Softmax Bottleneck" in source.title for source in evidence.sources)
     # one embedder instance per space in the process: retrieval and the relevance gate share the bundled one
-    assert finder.retriever.embedder is finder.gate_embedder is build_embedder(settings, LOCAL_SPEC)
+    assert finder.collection.embedder is finder.gate_embedder is build_embedder(settings, LOCAL_SPEC)
 
 
 def test_a_changed_abstract_reaches_a_running_server_through_a_new_version(
@@ -57,7 +57,7 @@ def test_a_changed_abstract_reaches_a_running_server_through_a_new_version(
     report = ingest(write_jsonl(corpus, records), "jsonl", settings, progress=False)
     assert (report.added, report.updated, report.skipped, report.chunks) == (0, 1, 5, 6)
     version = keyword_index.current_version(settings.data_path, "papers")
-    assert version is not None and version.id != before.retriever.version.id
+    assert version is not None and version.id != before.collection.version.id
     assert (version.papers, version.chunks, version.tokenizer) == (6, 6, keyword_index.TOKENIZER_VERSION)
     assert datetime.fromisoformat(version.created).tzinfo is not None
 
@@ -79,7 +79,7 @@ def test_a_changed_abstract_reaches_a_running_server_through_a_new_version(
     builder.join(60)
     (after,) = built
     assert after is not before and assistant.finder(settings) is after
-    assert after.retriever.version == version
+    assert after.collection.version == version
     assert after.retriever.search("quokka migration", mode="bm25")[0].paper_id == "syn-2"
     assert before.retriever.search("quokka migration", mode="bm25") == []  # the old version never knew it
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from rag.embedding import LocalMiniLMEmbedding, TokenStates
-from rag.evidence import EvidenceFinder, Source
+from rag.evidence import EvidenceFinder
+from rag.papers import ABSTRACT, Paper, Passage, Source
 from rag.readers import BUNDLED_CORPUS, normalise_title, read_corpus
 from rag.support import SupportChecker
 from rag.terms import claim_terms, missing_terms
@@ -25,7 +26,7 @@ LEMON = "LEMON: Lossless model expansion"
 def paper_source(n: int, title: str) -> Source:
     """Source n: a bundled paper with its whole abstract, as the evidence finder builds it."""
     paper = next(p for p in read_corpus(BUNDLED_CORPUS) if normalise_title(p.title) == normalise_title(title))
-    return Source(n, paper.paper_id, paper.title, 0.0, abstract=paper.abstract)
+    return Source(n, paper, 0.0)
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +126,8 @@ def test_a_term_is_found_in_any_of_the_cited_texts() -> None:
 
 @pytest.mark.parametrize("abstract", ["", "We run attention kernels on H100 GPUs."])
 def test_a_source_with_an_empty_or_one_sentence_abstract_is_checkable(checker: SupportChecker, abstract: str) -> None:
-    sources = [Source(1, "p-1", "FlashAttention-3: fast and accurate attention on H100 GPUs", 0.0, abstract=abstract)]
+    passages = (Passage(abstract, None, ABSTRACT),) if abstract else ()
+    sources = [Source(1, Paper("p-1", "FlashAttention-3: fast and accurate attention on H100 GPUs", passages), 0.0)]
     assert checker.check(
         "FlashAttention-3 gives fast and accurate attention on H100 GPUs [1].", (1,), sources
     ).supported

@@ -12,7 +12,9 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from app.ui import chat_text, link_citations, sources_panel
 from rag.answer import Answer, Sentence
-from rag.evidence import Evidence, Source
+from rag.evidence import Evidence
+from rag.papers import ABSTRACT as ABSTRACT_SECTION
+from rag.papers import Paper, Passage, Source
 from tests.conftest import App, needs_local_model, rag_serve
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -154,13 +156,15 @@ def test_ui_login_when_configured(tmp_path: Path, bundled_data: Path) -> None:
 
 
 def paper(n: int = 1, quoted: tuple[int, ...] = (0, 2), **fields: object) -> Source:
-    """A source over ABSTRACT quoting the sentences at ``quoted``, as the evidence finder builds one."""
+    """A source over ABSTRACT quoting the sentences at ``quoted``, as the evidence finder builds one; ``fields`` are
+    the paper's."""
     values: dict = {
-        "n": n, "paper_id": "t-2c27aa0b1c2d3e4f", "title": "Kernel density attention", "score": 0.81,
-        "sentences": [ABSTRACT[i] for i in quoted], "positions": list(quoted), "abstract": " ".join(ABSTRACT),
-        "authors": ("Ann Lee", "Bo Chen", "Cy Diaz", "Dee Eng"), "year": 2023, "best": ABSTRACT[quoted[0]],
+        "paper_id": "t-2c27aa0b1c2d3e4f", "title": "Kernel density attention",
+        "passages": (Passage(" ".join(ABSTRACT), None, ABSTRACT_SECTION),),
+        "authors": ("Ann Lee", "Bo Chen", "Cy Diaz", "Dee Eng"), "year": 2023,
     }  # fmt: skip
-    return Source(**(values | fields))
+    quotes = [Passage(ABSTRACT[i]) for i in quoted]
+    return Source(n, Paper(**(values | fields)), 0.81, quotes, list(quoted), ABSTRACT[quoted[0]])
 
 
 def test_a_source_card_names_authors_and_year_links_the_paper_and_never_shows_the_internal_id() -> None:
@@ -206,7 +210,7 @@ def test_quotes_follow_the_abstract_with_an_ellipsis_where_sentences_are_skipped
 
 def test_the_full_abstract_is_whole_with_the_quotes_marked_whatever_their_whitespace() -> None:
     abstract = "  ".join(ABSTRACT[:2]) + "\n" + ABSTRACT[2].replace("e.g. with", "e.g.\nwith") + " " + ABSTRACT[3]
-    panel = sources_panel(Evidence("q", [paper(abstract=abstract)], []))
+    panel = sources_panel(Evidence("q", [paper(passages=(Passage(abstract, None, ABSTRACT_SECTION),))], []))
     full = panel.split("<summary>Full abstract</summary><p>")[1].split("</p>")[0]
     assert full.replace("<mark>", "").replace("</mark>", "") == abstract  # nothing cut, nothing added
     assert full.count("<mark>") == 2 and f"<mark>{ABSTRACT[0]}</mark>" in full
@@ -256,9 +260,12 @@ def test_a_list_answer_shows_possibly_related_papers_apart_and_uncited() -> None
 
 def test_hostile_titles_abstracts_and_answers_are_escaped() -> None:
     script = "<script>alert(1)</script>"
-    hostile = paper(
-        title=f'A "title" {script}', sentences=[f"Claim {script} here."], positions=[0],
-        abstract=f"Claim {script} here. More.", authors=("<img src=x onerror=alert(1)>",), url='https://x.org/"><b>',
+    hostile = replace(
+        paper(
+            title=f'A "title" {script}', passages=(Passage(f"Claim {script} here. More.", None, ABSTRACT_SECTION),),
+            authors=("<img src=x onerror=alert(1)>",), url='https://x.org/"><b>',
+        ),
+        quoted=[Passage(f"Claim {script} here.")], positions=[0], best=f"Claim {script} here.",
     )  # fmt: skip
     for panel in (
         sources_panel(Evidence("q", [hostile], [])),

@@ -21,7 +21,7 @@ from rag.assistant import Assistant
 from rag.errors import BadInput
 from rag.evidence import Evidence
 from rag.ingest import IngestProgress, IngestReport
-from rag.keyword_index import summaries
+from rag.library import summaries
 from rag.readers import read_corpus
 from rag.retrieve import Filters
 from tests.conftest import App, make_settings
@@ -137,7 +137,7 @@ def test_the_filters_offer_the_collections_years_and_keywords_and_restrict_the_a
     def cited_years(filters: Filters | None) -> set[int | None]:
         conversation, _ = assistant.conversation(settings, [])
         answer = final_answer(conversation.ask(SOFTMAX, filters))
-        return {source.year for source in answer.evidence.sources}
+        return {source.paper.year for source in answer.evidence.sources}
 
     unfiltered = cited_years(filters_of(None, None, None))
     latest = max(year for year in unfiltered if year is not None)

@@ -281,7 +281,7 @@ _WORD = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 
 
 def content_words(text: str) -> set[str]:
-    from rag.keyword_index import STOPWORDS
+    from rag.text import STOPWORDS
 
     return {word for word in _WORD.findall(CITATION.sub(" ", text.lower())) if word not in STOPWORDS and len(word) > 1}
 

@@ -73,8 +73,9 @@ def index_version(retriever: "PaperRetriever") -> str:
     """The index a record was computed over: the published version's content fingerprint (which paper versions it
     holds), its tokenizer and the embedder. Content, not the version folder's id, so the same rows give the same key
     on every machine, and an abstract changed in place gives another."""
-    version = retriever.version
-    return f"{retriever.settings.collection}:{version.fingerprint}:{version.tokenizer}:{retriever.embedder.model_name}"
+    collection = retriever.collection
+    version = collection.version
+    return f"{retriever.settings.collection}:{version.fingerprint}:{version.tokenizer}:{collection.embedder.model_name}"
 
 
 def versions() -> dict[str, str]:
@@ -233,7 +234,7 @@ def verdict_messages(question: Question, finder: "EvidenceFinder", settings: Set
     hits = finder.retriever.search(question.text, 1, "hybrid")
     scored = finder.score(question.text, hits)
     quoted = quote_within_budget([scored[0].ranked], settings.eval.verdict_evidence_tokens)[0] if scored else []
-    findings = " ".join(sentence.text for sentence in quoted) or "(none found)"
+    findings = " ".join(ranked.sentence.text for ranked in quoted) or "(none found)"
     messages = [
         {"role": "system", "content": settings.eval.verdict_prompt},
         {"role": "user", "content": f"Findings: {findings}\n\nQuestion: {question.text}\nAnswer yes, no or maybe:"},

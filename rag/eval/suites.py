@@ -141,7 +141,7 @@ def measure(
     if suite.retrieval:
         results["retrieval"] = run_retrieval(retriever, prepared.questions, prepared.by_id, cache_dir, fresh, modes, k)
     if suite.answers or suite.yes_no_maybe:
-        finder = EvidenceFinder(prepared.settings, retriever)
+        finder = EvidenceFinder(prepared.settings, retriever.collection)
         labels = prepared.labels if suite.yes_no_maybe else None
         results["answers"] = run_answers(
             finder, prepared.questions, cache_dir, fresh, providers, labels, prepared.calibration

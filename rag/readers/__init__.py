@@ -12,11 +12,7 @@ from pathlib import Path
 from typing import Literal, get_args
 
 from rag.errors import CorpusError
-from rag.readers.arxiv import read_arxiv
-from rag.readers.beir import read_beir
-from rag.readers.bibtex import read_bibtex
-from rag.readers.csljson import read_csljson
-from rag.readers.records import (
+from rag.papers import (
     MAX_ABSTRACT_CHARS,
     MAX_TITLE_CHARS,
     Entry,
@@ -28,12 +24,17 @@ from rag.readers.records import (
     normalise_title,
     title_id,
 )
+from rag.readers.arxiv import read_arxiv
+from rag.readers.beir import read_beir
+from rag.readers.bibtex import read_bibtex
+from rag.readers.csljson import read_csljson
 from rag.readers.ris import read_ris
 from rag.readers.seed import read_seed
 from rag.readers.tabular import read_csv, read_jsonl
 
 __all__ = [
     "BUNDLED_CORPUS",
+    "EXPORT_SUFFIXES",
     "FORMATS",
     "MAX_ABSTRACT_CHARS",
     "MAX_TITLE_CHARS",
@@ -41,7 +42,9 @@ __all__ = [
     "Paper",
     "Skipped",
     "arxiv_id",
+    "corpus_files",
     "doi_of",
+    "is_pdf",
     "make_paper",
     "normalise_title",
     "read_corpus",
@@ -113,6 +116,45 @@ def sniff_format(path: Path) -> str:
     if path.suffix.lower() in {".csv", ".tsv"} or re.match(r"^\"?title\"?\s*,|,\s*\"?title\"?\s*(,|$)", first, re.I):
         return "csv"
     return "seed"
+
+
+# What a folder's files may be, besides PDFs (found by content): anything else is passed over, and said so.
+EXPORT_SUFFIXES = frozenset({".bib", ".ris", ".json", ".jsonl", ".ndjson", ".csv", ".tsv", ".txt"})
+
+
+def is_pdf(path: Path) -> bool:
+    """Whether the file is a PDF by its first bytes (a PDF may start with junk before ``%PDF-``; readers allow 1 KB)."""
+    with path.open("rb") as handle:
+        return b"%PDF-" in handle.read(1024)
+
+
+def corpus_files(path: Path, fmt: str = "auto") -> tuple[list[tuple[Path, str]], list[Path]]:
+    """The files an ingest of ``path`` reads, each with its format ("pdf" for a PDF), and the files it passes over.
+
+    A file is read as given (a PDF by its content); a BEIR folder (``corpus.jsonl``) is one corpus; any other folder
+    is walked recursively in name order, taking PDFs and the export files EXPORT_SUFFIXES name, hidden files and
+    folders left out."""
+    path = Path(path)
+    if fmt not in (*FORMATS, "pdf"):
+        raise CorpusError(path, f"unknown format {fmt!r}; choose one of {', '.join((*FORMATS, 'pdf'))}")
+    if not path.is_dir() or (path / "corpus.jsonl").is_file() or fmt == "beir":
+        if fmt == "pdf" or (fmt == "auto" and path.is_file() and path.stat().st_size and is_pdf(path)):
+            return [(path, "pdf")], []
+        return [(path, fmt)], []
+    taken: list[tuple[Path, str]] = []
+    passed: list[Path] = []
+    for file in sorted(path.rglob("*")):
+        if any(part.startswith(".") for part in file.relative_to(path).parts) or not file.is_file():
+            continue
+        if file.stat().st_size and is_pdf(file):
+            taken.append((file, "pdf"))
+        elif file.suffix.lower() in EXPORT_SUFFIXES and fmt != "pdf":
+            taken.append((file, fmt))
+        else:
+            passed.append(file)
+    if not taken:
+        raise CorpusError(path, "is a folder without PDFs or export files (.bib, .ris, .json, .jsonl, .csv, .txt)")
+    return taken, passed
 
 
 def read_entries(path: Path, fmt: str = "auto", strict: bool = False) -> Iterator[Entry]:

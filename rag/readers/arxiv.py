@@ -4,7 +4,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from rag.errors import CorpusError
-from rag.readers.records import Paper, json_records, make_paper
+from rag.papers import Paper, make_paper
+from rag.readers.records import json_records
 
 
 def read_arxiv(path: Path) -> Iterator[Paper]:

@@ -25,8 +25,8 @@ from bibtexparser.model import Entry as BibEntry
 from pylatexenc.latex2text import LatexNodes2Text, MacroTextSpec, SpecialsTextSpec, get_default_latex_context_db
 
 from rag.errors import CorpusError
+from rag.papers import Entry, Skipped, arxiv_id, clean, make_paper
 from rag.readers.exports import CitationKeys, arxiv_in_note, keyword_list, line_records
-from rag.readers.records import Entry, Skipped, arxiv_id, clean, make_paper
 
 _ENTRY_START = re.compile(r"@\s*([A-Za-z][\w-]*)\s*[{(]\s*([^,\s{}()]*)")
 _VERBATIM = ("url", "doi", "eprint")  # not LaTeX: '%' and '~' in a URL are not a comment and a space

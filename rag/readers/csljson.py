@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from rag.errors import CorpusError
+from rag.papers import Entry, Skipped, clean, make_paper
 from rag.readers.exports import MAX_ENTRY_BYTES, CitationKeys, arxiv_in_note, keyword_list, short_key, too_large
-from rag.readers.records import Entry, Skipped, clean, first, make_paper
+from rag.readers.records import first
 
 _CHUNK = 65_536
 # CSL item types as BibTeX entry types (Paper.kind); every other type (Zotero's preprints are "article") is misc.

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from rag.errors import CorpusError
-from rag.readers.records import arxiv_id
+from rag.papers import arxiv_id
 
 # One reference-manager entry is a few kB even with a long abstract: a larger one is not an export (or an entry that
 # never closes), and stopping there keeps a 200 MB blob from being read whole.

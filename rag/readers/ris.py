@@ -8,8 +8,9 @@ from typing import Any
 import rispy
 
 from rag.errors import CorpusError
+from rag.papers import Entry, Skipped, clean, make_paper
 from rag.readers.exports import CitationKeys, arxiv_in_note, keyword_list, line_records, short_key
-from rag.readers.records import Entry, Skipped, clean, first, make_paper
+from rag.readers.records import first
 
 _START = re.compile(r"TY  -")
 _END = re.compile(r"ER  -")

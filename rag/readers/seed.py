@@ -5,7 +5,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from rag.errors import CorpusError
-from rag.readers.records import MAX_TITLE_CHARS, Paper, lines, make_paper
+from rag.papers import MAX_TITLE_CHARS, Paper, make_paper
+from rag.readers.records import lines
 
 _SEED_JUNK = re.compile(r"^get trending papers in your email inbox", re.IGNORECASE)
 _SEED_SUBSCRIBE = re.compile(r"^Subscribe(?=\S)")

@@ -5,7 +5,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from rag.errors import CorpusError
-from rag.readers.records import Paper, first, json_records, lines, make_paper
+from rag.papers import Paper, make_paper
+from rag.readers.records import first, json_records, lines
 
 
 def read_jsonl(path: Path) -> Iterator[Paper]:
