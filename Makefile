@@ -89,6 +89,7 @@ bench: install
 	$(BIN)/python eval/bench_answer.py
 	$(BIN)/python eval/bench_speed.py $(if $(wildcard ../shared/benchmarks/scifact),--scifact ../shared/benchmarks/scifact)
 	$(BIN)/python eval/bench_scale.py
+	$(BIN)/python eval/bench_full_text.py
 
 lock:
 	(head -2 requirements.lock; $(BIN)/python -m pip freeze --exclude-editable; $(BIN)/python -m pip freeze --all | grep ^setuptools==) > requirements.lock.new && mv requirements.lock.new requirements.lock

@@ -9,6 +9,8 @@ import gradio as gr
 import uvicorn
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse
+from gradio.routes import App as GradioApp
+from starlette.routing import Mount
 
 from app.api import add_api
 from app.ui import CSS, build_ui
@@ -37,7 +39,7 @@ def create_app(assistant: Assistant) -> FastAPI:
     def pdf(collection: str, paper_id: str, request: Request) -> FileResponse:
         """A paper's PDF, for a source card's page link: looked up by collection and paper id in the store (never a
         path the client names), and only with the UI's login when it has one."""
-        if logins and not _logged_in(blocks, request):
+        if logins and not _logged_in(app, request):
             raise HTTPException(401, "log in to the web UI first")
         try:
             path = assistant.pdf(assistant.settings_for(collection=collection), paper_id)
@@ -60,16 +62,18 @@ def create_app(assistant: Assistant) -> FastAPI:
     )
 
 
-def _logged_in(blocks: gr.Blocks, request: Request) -> bool:
-    """Whether the request carries a session of the UI's login (Gradio's own cookie and token table)."""
-    server = blocks.server_app
-    if server is None:
-        return False
-    return any(
-        server.tokens.get(value) is not None
-        for name, value in request.cookies.items()
-        if name.startswith("access-token")
+def _logged_in(app: FastAPI, request: Request) -> bool:
+    """Whether the request carries a session of the UI's login: Gradio's own cookie, looked up in the token table of
+    the Gradio app mounted on ``app``."""
+    ui = next(
+        (route.app for route in app.routes if isinstance(route, Mount) and isinstance(route.app, GradioApp)), None
     )
+    if ui is None:
+        return False
+    token = request.cookies.get(f"access-token-{ui.cookie_id}") or request.cookies.get(
+        f"access-token-unsecure-{ui.cookie_id}"
+    )
+    return token is not None and ui.tokens.get(token) is not None
 
 
 def warm_up(assistant: Assistant) -> None:

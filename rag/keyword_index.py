@@ -29,6 +29,7 @@ from llama_index.retrievers.bm25 import BM25Retriever
 from rag.embedding import LocalMiniLMEmbedding, minilm_tokenizer
 from rag.errors import BadInput, EmptyCollection
 from rag.late_interaction import TokenVectors, build_token_vectors
+from rag.papers import abstract_chunks
 from rag.store import StoredCollection, fingerprint, iter_records, states_of
 from rag.text import STOPWORDS
 
@@ -191,7 +192,10 @@ def publish(
     path = Path(tempfile.mkdtemp(prefix=f"v-{time.time_ns()}-", dir=folder))  # ids sort by creation
     retriever.persist(str(path), show_progress=False)
     np.save(path / PIECES_FILE, piece_frequencies(nodes))
-    build_token_vectors(nodes, encoder, _live_tokens(stored, data_path), progress).save(path)
+    # The rerank weighs a paper by its abstract (the first chunk of a full text without one), as it was tuned: a whole
+    # full text would cover any question, and cost its size in vectors.
+    summaries = [node for node in nodes if int(node.metadata.get("chunk", 0)) < max(abstract_chunks(node.metadata), 1)]
+    build_token_vectors(summaries, encoder, _live_tokens(stored, data_path), progress).save(path)
     states = states_of(row["metadatas"] for row in rows)
     years, categories = _facets(row["metadatas"] for row in rows)
     version = IndexVersion(

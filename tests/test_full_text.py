@@ -237,3 +237,21 @@ def test_a_zip_that_unpacks_too_far_is_refused_and_nothing_is_written(tmp_path: 
     with pytest.raises(BadInput, match="unpacks to 11 MB"):
         list(ingest_upload(assistant, [upload], "mine"))
     assert not upload.parent.exists() and summaries(assistant.settings) == []
+
+
+def test_with_a_ui_login_a_pdf_is_served_only_to_a_logged_in_browser(
+    ingested: tuple[dict, dict], library: Path, tmp_path: Path
+) -> None:
+    env, _ = ingested
+    data = shutil.copytree(env["RAG_DATA_DIR"], tmp_path / "data")
+    search = cli("search", "sparse expert router", "--collection", "c", "--json", env={"RAG_DATA_DIR": str(data)})
+    paper_id = next(hit["paper_id"] for hit in json.loads(search.stdout) if hit["title"] == ROUTER)
+    login = {"RAG_LLM__PROVIDER": "none", "RAG_SERVER__UI_AUTH": "ann:s3cret-pw"}
+    with rag_serve(data, tmp_path / "serve.log", **login) as app:
+        assert httpx.get(f"{app.url}/pdf/c/{paper_id}", timeout=30).status_code == 401
+        with httpx.Client(base_url=app.url, timeout=30) as browser:
+            assert browser.post("/login", data={"username": "ann", "password": "wrong"}).status_code >= 400
+            assert browser.get(f"/pdf/c/{paper_id}").status_code == 401
+            assert browser.post("/login", data={"username": "ann", "password": "s3cret-pw"}).status_code == 200
+            served = browser.get(f"/pdf/c/{paper_id}")
+        assert served.status_code == 200 and served.content == (library / "router.pdf").read_bytes()
