@@ -68,13 +68,12 @@ class Collection:
         return cls(settings, stored, embedder)
 
     def read(self, hits: list[Hit]) -> dict[str, Paper]:
-        """Each hit's paper with the passages evidence reads: its whole abstract (the chunks retrieval did not bring
-        read back, all joined with the overlap between consecutive ones removed), then the body chunks retrieval
-        found, in reading order."""
+        """Each hit's paper with the passages evidence reads: its whole abstract (its chunks joined, the overlap
+        between consecutive ones removed), then the body chunks retrieval found, in reading order."""
         have = {(hit.paper_id, chunk.index): chunk.passage for hit in hits for chunk in hit.chunks}
-        wanted = [
-            f"{hit.paper_id}#{i}" for hit in hits for i in range(hit.abstract_chunks) if (hit.paper_id, i) not in have
-        ]
+        # an abstract of several chunks is read back whole from the store, as written (a keyword hit's copy of a
+        # chunk may differ from it in whitespace)
+        wanted = [f"{hit.paper_id}#{i}" for hit in hits if hit.abstract_chunks > 1 for i in range(hit.abstract_chunks)]
         if wanted:
             rows = self.stored.collection.get(ids=wanted, include=["documents", "metadatas"])
             for document, meta in zip(rows["documents"] or [], rows["metadatas"] or [], strict=True):
