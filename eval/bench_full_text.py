@@ -105,14 +105,14 @@ def reading_peak_mb(path: Path, settings: Settings) -> dict[str, float]:
     def sample() -> None:
         nonlocal peak
         while reading.is_set():
-            for status in Path(f"/proc/{os.getpid()}/task").glob(f"{os.getpid()}/children"):
-                for child in status.read_text().split():
-                    try:  # a child between fork and exec still has this process's pages: only the worker counts
-                        worker = b"serve()" in Path(f"/proc/{child}/cmdline").read_bytes()
-                    except OSError:
-                        continue
-                    if worker:
-                        peak = max(peak, _kb(Path(f"/proc/{child}/status"), "VmHWM") / 1024)
+            children = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()
+            for child in children:
+                try:  # a child between fork and exec still has this process's pages: only the worker counts
+                    worker = b"serve()" in Path(f"/proc/{child}/cmdline").read_bytes()
+                except OSError:
+                    continue
+                if worker:
+                    peak = max(peak, _kb(Path(f"/proc/{child}/status"), "VmHWM") / 1024)
             time.sleep(0.01)
 
     before = _kb(Path("/proc/self/status"), "VmRSS") / 1024
