@@ -328,15 +328,19 @@ def ingest_summary(report: IngestReport, source: str) -> str:
     ]
     if report.skipped_no_abstract:
         lines.append(f"{entries(report.skipped_no_abstract)} without an abstract skipped (nothing to cite).")
+    skips = [problem for problem in report.problems if problem.startswith("skipped ")]  # not the dropped fields
     if report.skipped_malformed:
-        shown = "; ".join(html.escape(problem.split(": ", 1)[-1]) for problem in report.problems[:3])
+        shown = "; ".join(html.escape(problem.split(": ", 1)[-1]) for problem in skips[:3])
         lines.append(f"{entries(report.skipped_malformed)} malformed, skipped: {shown}")
+    if report.dropped_fields:
+        fields = f"{report.dropped_fields} {'field' if report.dropped_fields == 1 else 'fields'}"
+        lines.append(f"{fields} that could not be read (a year, a DOI…) dropped; the papers kept.")
     if report.full_text:
         lines.append(f"{report.full_text} full texts read ({report.pages} pages, {report.passages} passages).")
     said = ("no_abstract", "malformed")
     unread = {reason: n for reason, n in report.skipped_by_reason.items() if reason not in said}
     if unread:
-        shown = "; ".join(html.escape(problem.split(": ", 1)[-1]) for problem in report.problems[:3])
+        shown = "; ".join(html.escape(problem.split(": ", 1)[-1]) for problem in skips[:3])
         lines.append(f"Skipped: {', '.join(f'{n} {reason}' for reason, n in unread.items())} ({shown}).")
     if report.duplicates:
         lines.append(f"{report.duplicates} duplicates dropped.")

@@ -110,7 +110,7 @@ def ingest(path: Path | None, fmt: str, prune: bool, strict: bool, collection: s
     settings = load_settings(collection)
     report = run_ingest(path or BUNDLED_CORPUS, fmt, settings, prune=prune, strict=strict)
     for problem in report.problems:
-        click.echo(f"rag: warning: skipped {problem}", err=True)
+        click.echo(f"rag: warning: {problem}", err=True)
     if as_json:
         emit(report.as_dict())
         return

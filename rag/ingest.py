@@ -29,7 +29,7 @@ from rag import keyword_index
 from rag.embedding import build_embedder, embedder_id, local_embedder
 from rag.errors import CorpusError
 from rag.library import files_dir, open_stored
-from rag.papers import Paper, Skipped
+from rag.papers import DroppedField, FieldNote, Paper, Skipped
 from rag.readers import corpus_files, read_corpus, read_entries
 from rag.readers.pdf import read_pdfs
 from rag.settings import Settings
@@ -65,11 +65,14 @@ class IngestReport:
     seconds: float
     skipped_no_abstract: int = 0  # reference-manager entries without an abstract: nothing to search or cite
     skipped_malformed: int = 0
-    problems: list[str] = field(default_factory=list)  # "file:line: what" for each entry or file passed over
+    # each entry or file passed over ("skipped file:line: why"), then each field dropped or read with a note
+    # ("file:line: field 'year': why: dropped"), as the command line warns of them
+    problems: list[str] = field(default_factory=list)
     full_text: int = 0  # papers read from a PDF
     pages: int = 0  # pages of the PDFs read
     passages: int = 0  # passages of the full texts read (abstracts included)
     skipped_by_reason: dict[str, int] = field(default_factory=dict)  # every skip: no_abstract, malformed, no_text…
+    dropped_fields: int = 0  # fields that could not be read, left out of papers that were kept
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -87,6 +90,9 @@ class IngestReport:
             lines.append(f"{entries(self.skipped_no_abstract)} without an abstract skipped (nothing to search or cite)")
         if self.skipped_malformed:
             lines.append(f"{entries(self.skipped_malformed)} malformed, skipped (listed above; --strict fails instead)")
+        if self.dropped_fields:
+            fields = f"{self.dropped_fields} {'field' if self.dropped_fields == 1 else 'fields'}"
+            lines.append(f"{fields} that could not be read dropped (listed above; --strict fails instead)")
         others = {
             reason: n for reason, n in self.skipped_by_reason.items() if reason not in ("no_abstract", "malformed")
         }
@@ -161,6 +167,7 @@ class _Read:
     ids: set[str] = field(default_factory=set)
     total: int = 0
     passed_over: list[Skipped] = field(default_factory=list)
+    notes: list[FieldNote] = field(default_factory=list)  # fields dropped or read with a note, of papers kept
     full_texts: list[Paper] = field(default_factory=list)
     unread: set[Path] = field(default_factory=set)  # a folder's export files that could not be read: passed over
     pdf_files: dict[str, Path] = field(default_factory=dict)  # a kept file's name → where it was read from
@@ -181,12 +188,15 @@ def _read_all(
             continue
         ids: list[str] = []
         skips: list[Skipped] = []
+        notes: list[FieldNote] = []
         try:
             for entry in read_entries(file, fmt, strict):
-                if isinstance(entry, Skipped):
+                if isinstance(entry, Paper):
+                    ids.append(entry.paper_id)
+                elif isinstance(entry, Skipped):
                     skips.append(entry)
                 else:
-                    ids.append(entry.paper_id)
+                    notes.append(entry)
         except CorpusError as error:
             if strict or not source.is_dir():
                 raise
@@ -194,6 +204,7 @@ def _read_all(
             read.passed_over.append(Skipped(file, error.line or 0, "unreadable", str(error).split(": ", 1)[-1]))
             continue
         read.passed_over += skips
+        read.notes += notes
         read.total += len(ids)
         read.ids.update(ids)
     pdfs = [file for file, fmt in files if fmt == "pdf"]
@@ -204,7 +215,7 @@ def _read_all(
                 if strict and entry.reason != "no_text":
                     raise CorpusError(file, f"{entry.detail} (--strict stops at an unreadable PDF)")
                 read.passed_over.append(entry)
-            else:
+            elif isinstance(entry, Paper):  # a PDF is one paper or one skip
                 read.total += 1
                 read.ids.add(entry.paper_id)
                 read.full_texts.append(entry)
@@ -328,8 +339,10 @@ def ingest(
         seconds=round(time.perf_counter() - started, 2),
         skipped_no_abstract=reasons["no_abstract"],
         skipped_malformed=reasons["malformed"],
-        problems=[str(entry) for entry in passed_over if entry.reason != "no_abstract"]
-        + [f"{file}: not a PDF or an export file, passed over" for file in unsupported],
+        problems=[f"skipped {entry}" for entry in passed_over if entry.reason != "no_abstract"]
+        + [f"skipped {file}: not a PDF or an export file, passed over" for file in unsupported]
+        + [str(note) for note in read.notes],
+        dropped_fields=sum(isinstance(note, DroppedField) for note in read.notes),
         full_text=len(read.full_texts),
         pages=sum(pages_of(paper) for paper in read.full_texts),
         passages=sum(len(paper.passages) for paper in read.full_texts),

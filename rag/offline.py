@@ -1,6 +1,8 @@
 """Process-wide settings that stop the stack from reaching the network.
 
-tiktoken downloads its BPE files on first use, huggingface_hub and gradio phone home, and Chroma sends telemetry.
+tiktoken downloads its BPE files on first use, huggingface_hub and gradio phone home, and Chroma and onnxruntime send
+telemetry (onnxruntime's Linux wheel uploads usage events to a Microsoft collector from a background thread, and a
+process waits for that upload when it exits: seconds, where DNS or the collector does not answer).
 All of that is switched off here, once, before any of those libraries is imported.
 """
 
@@ -28,3 +30,4 @@ def make_offline() -> None:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")

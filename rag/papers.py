@@ -9,10 +9,10 @@ import hashlib
 import json
 import re
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from rag.errors import CorpusError
 from rag.text import INSTRUCTION_LIKE, split_sentences
@@ -25,6 +25,9 @@ _ARXIV_URL = re.compile(r"arxiv\.org/(?:abs|pdf)/([^\s?#]+?)(?:v\d+)?(?:\.pdf)?(
 _ARXIV_DOI = re.compile(r"^10\.48550/arxiv\.(.+)$", re.IGNORECASE)  # the DOI arXiv mints for each preprint
 _DOI = re.compile(r"^(?:doi:\s*|https?://(?:dx\.)?doi\.org/)?(10\.\d{4,9}/\S+)$", re.IGNORECASE)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# What a URL field holds when it holds a URL: a scheme ("https:", "ftp:", "file:"…) or a host name ("www.x.org/…").
+_URL = re.compile(r"^(?:[a-z][a-z0-9+.-]*:\S|[\w-]+(?:\.[\w-]+)+(?:[/:?#]|$))", re.IGNORECASE)
+_T = TypeVar("_T")
 
 
 ABSTRACT = "Abstract"  # the section of a paper's abstract passage
@@ -147,7 +150,30 @@ class Skipped:
         return f"{self.path}:{self.line}: {self.detail}"
 
 
-Entry = Paper | Skipped
+@dataclass(frozen=True)
+class FieldNote:
+    """A field of a kept entry that was read other than as written (Mendeley's ';' between author names): ingest
+    warns of it, naming the file, line and field."""
+
+    path: Path
+    line: int
+    field: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: field {self.field!r}: {self.detail}"
+
+
+@dataclass(frozen=True)
+class DroppedField(FieldNote):
+    """A field of an entry that could not be read, dropped from that entry (the entry is kept): a bad field costs the
+    field, not the entry; ingest warns of it and ``--strict`` fails on it."""
+
+    def __str__(self) -> str:
+        return f"{super().__str__()}: dropped"
+
+
+Entry = Paper | Skipped | FieldNote  # a DroppedField is a FieldNote
 
 
 def normalise_title(title: str) -> str:
@@ -202,11 +228,16 @@ def make_paper(
     body: Sequence[Passage] = (),
     abstract_page: int | None = None,
     file: str | None = None,
+    dropped: list[DroppedField] | None = None,
 ) -> Paper:
     """Validate and normalise one record. ``keep_id`` keeps a given id verbatim (BEIR qrels refer to it). Otherwise
     the id is the DOI (arXiv's own DOI as the arXiv id), else the arXiv id in the given id or URL, else the given id,
     else the title's hash: so the same paper from two exports is one paper. A full text (``body``, read from
-    ``file``) may come without an abstract."""
+    ``file``) may come without an abstract.
+
+    A field that cannot be read (a year of "n.d.", a DOI that is not one, authors of the wrong type) is left out and
+    recorded in ``dropped`` when it is a list, so that a reference-manager quirk costs the field, not the paper; with
+    no list it raises. A paper cannot be without its title and abstract: their problems always raise."""
     path, line = where
     if not isinstance(title, str) or not title.strip():
         raise CorpusError(path, "record has no title", line)
@@ -217,8 +248,23 @@ def make_paper(
         raise CorpusError(path, f"title is {len(title):,} characters (limit {MAX_TITLE_CHARS:,})", line)
     if len(abstract) > MAX_ABSTRACT_CHARS:
         raise CorpusError(path, f"abstract is {len(abstract):,} characters (limit {MAX_ABSTRACT_CHARS:,})", line)
+
+    def read(name: str, parse: Callable[[Any], _T], value: Any) -> _T | None:
+        """The field as ``parse`` reads it, or None once its problem is recorded in ``dropped``."""
+        try:
+            return parse(value)
+        except ValueError as error:
+            if dropped is None:
+                raise CorpusError(path, str(error), line) from None
+            dropped.append(DroppedField(path, line, name, str(error)))
+            return None
+
+    names = read("authors", lambda value: _as_list(value, r"\s*(?:,|\band\b)\s*"), authors) or ()
+    published = read("year", _as_year, year)
+    tags = read("categories", lambda value: _as_list(value, r"[\s,;]+"), categories) or ()
+    url = read("url", _as_url, url)
+    doi = read("doi", _as_doi, doi)
     given = clean(str(paper_id)) if paper_id not in (None, "") else ""
-    doi = doi_of(doi) if isinstance(doi, str) else None
     if keep_id and given:
         pid = given
     else:
@@ -230,10 +276,10 @@ def make_paper(
         paper_id=pid,
         title=title,
         passages=((Passage(abstract, abstract_page, ABSTRACT),) if abstract else ()) + tuple(body),
-        authors=_as_list(authors, r"\s*(?:,|\band\b)\s*", where),
-        year=_as_year(year, where),
-        categories=_as_list(categories, r"[\s,;]+", where),
-        url=clean(url) if isinstance(url, str) and url.strip() else None,
+        authors=names,
+        year=published,
+        categories=tags,
+        url=url,
         venue=clean(venue) or None if isinstance(venue, str) else None,
         doi=doi,
         kind=clean(kind).lower() or None if isinstance(kind, str) else None,
@@ -241,25 +287,57 @@ def make_paper(
     )
 
 
-def _as_list(value: Any, separator: str, where: tuple[Path, int]) -> tuple[str, ...]:
-    if value in (None, ""):
+def _blank(value: Any) -> bool:
+    """A field that is absent rather than unreadable: None, or a string of nothing but whitespace."""
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _shown(value: Any) -> str:
+    return repr(str(value)[:40])
+
+
+def _as_list(value: Any, separator: str) -> tuple[str, ...]:
+    """Names or keywords from a separated string or a list (of strings, or of name parts as arXiv lists them)."""
+    if _blank(value):
         return ()
     if isinstance(value, str):
         items = re.split(separator, value)
-    elif isinstance(value, list):
-        items = [item if isinstance(item, str) else " ".join(map(str, item)) for item in value]
+    elif not isinstance(value, list):
+        raise ValueError(f"expected a list or a string, got {type(value).__name__} {_shown(value)}")
+    elif odd := [item for item in value if not isinstance(item, str | list)]:
+        raise ValueError(f"expected a list of strings, got one holding {type(odd[0]).__name__} {_shown(odd[0])}")
     else:
-        raise CorpusError(where[0], f"expected a list or a string, got {type(value).__name__}", where[1])
+        items = [item if isinstance(item, str) else " ".join(map(str, item)) for item in value]
     return tuple(cleaned for item in items if (cleaned := clean(item)))
 
 
-def _as_year(value: Any, where: tuple[Path, int]) -> int | None:
-    if value in (None, ""):
+def _as_year(value: Any) -> int | None:
+    """The year a date starts with ("2017", "2017-06-12", 2017)."""
+    if _blank(value):
         return None
     match = re.match(r"^\s*(\d{4})", str(value))
     if not match:
-        raise CorpusError(where[0], f"cannot read a year from {str(value)[:40]!r}", where[1])
+        raise ValueError(f"cannot read a year from {_shown(value)}")
     return int(match.group(1))
+
+
+def _as_doi(value: Any) -> str | None:
+    """The DOI of a DOI field (see :func:`doi_of`)."""
+    if _blank(value):
+        return None
+    found = doi_of(value) if isinstance(value, str) else None
+    if found is None:
+        raise ValueError(f"not a DOI: {_shown(value)}")
+    return found
+
+
+def _as_url(value: Any) -> str | None:
+    """A URL field's URL, as written: anything with a scheme or a host name, so that no real URL is refused."""
+    if _blank(value):
+        return None
+    if not isinstance(value, str) or not _URL.match(value.strip()):
+        raise ValueError(f"not a URL: {_shown(value)}")
+    return clean(value)
 
 
 def evidence_sentences(paper: Paper) -> list[Passage]:

@@ -108,7 +108,6 @@ def test_ids_and_titles_normalise() -> None:
         ("noabs.jsonl", b'{"title": "A"}\n', "jsonl", "{path}:1: record has no abstract/text"),
         ("cols.csv", b"name,summary_text\nA,B\n", "csv", "{path}:1: CSV header lacks column(s) title, abstract; found ['name', 'summary_text']"),
         ("ragged.csv", b"title,abstract\nA,B,C\n", "csv", "{path}:2: row has 3 fields, header has 2"),
-        ("year.jsonl", b'{"title": "A", "abstract": "B", "year": "soon"}\n', "jsonl", "{path}:1: cannot read a year from 'soon'"),
         ("beir.jsonl", b'{"title": "A", "text": "B"}\n', "beir", "{path}:1: BEIR record has no _id/id"),
         ("arxiv.jsonl", b'{"title": "A", "abstract": "B"}\n', "arxiv", "{path}:1: arXiv record has no id"),
         ("long.txt", ("T" * 1001 + "\nabstract\n").encode(), "seed", "{path}:1: title line too long: are title and abstract lines out of step?"),

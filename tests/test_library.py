@@ -13,7 +13,19 @@ import bibtexparser
 import pytest
 from click.testing import Result
 
-from rag.readers import BUNDLED_CORPUS, Paper, Skipped, read_corpus, read_entries, sniff_format, title_id
+from rag.errors import CorpusError
+from rag.readers import (
+    BUNDLED_CORPUS,
+    DroppedField,
+    FieldNote,
+    Paper,
+    Skipped,
+    make_paper,
+    read_corpus,
+    read_entries,
+    sniff_format,
+    title_id,
+)
 from rag.store import fingerprint, manifest, open_collection
 from tests.conftest import cli, make_settings
 from tests.data.library import make_exports
@@ -168,6 +180,199 @@ def test_comments_strings_and_preambles_are_not_papers(tmp_path: Path) -> None:
     assert (paper.venue, paper.categories) == ("Journal of Learning Research", ("a", "b c"))
 
 
+# --- a bad field costs the field, not the entry -------------------------------------------------------------------
+
+ODD_FIELDS = {
+    "bibtex": ("odd.bib", """@article{good_2020,
+  title = {Good},
+  abstract = {Fine.},
+  year = {2020},
+}
+
+@article{odd_2021,
+  title = {Odd fields},
+  abstract = {Still worth reading.},
+  author = {Lovelace, Ada and Turing, Alan},
+  year = {n.d.},
+  doi = {not a doi},
+  url = {https://example.org/odd},
+}
+""", "odd_2021"),
+    "ris": ("odd.ris", "\n".join([
+        "TY  - JOUR", "TI  - Good", "AB  - Fine.", "PY  - 2020", "ER  - ", "",
+        "TY  - JOUR", "TI  - Odd fields", "AU  - Lovelace, Ada", "AU  - Turing, Alan", "AB  - Still worth reading.",
+        "PY  - n.d.", "DO  - not a doi", "UR  - https://example.org/odd", "ER  - ", "",
+    ]), title_id("Odd fields")),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("fmt", ODD_FIELDS)
+def test_an_unreadable_year_or_doi_costs_only_that_field(tmp_path: Path, fmt: str) -> None:
+    name, text, paper_id = ODD_FIELDS[fmt]
+    path = write(tmp_path, name, text)
+    good, year, doi, odd = read_entries(path)
+    assert isinstance(good, Paper) and (good.title, good.year) == ("Good", 2020)
+    assert year == DroppedField(path, 7, "year", "cannot read a year from 'n.d.'")
+    assert doi == DroppedField(path, 7, "doi", "not a DOI: 'not a doi'")
+    assert str(doi) == f"{path}:7: field 'doi': not a DOI: 'not a doi': dropped"
+    assert isinstance(odd, Paper) and (odd.title, odd.abstract) == ("Odd fields", "Still worth reading.")
+    assert (odd.authors, odd.url, odd.paper_id) == (
+        ("Ada Lovelace", "Alan Turing"),
+        "https://example.org/odd",
+        paper_id,
+    )
+    assert (odd.year, odd.doi) == (None, None)
+    with pytest.raises(CorpusError) as caught:
+        list(read_entries(path, strict=True))
+    assert str(caught.value) == (
+        f"{path}:7: field 'year': cannot read a year from 'n.d.' (--strict stops at an unreadable field)"
+    )
+
+
+def csl_items(undated: dict[str, Any]) -> list[dict[str, Any]]:
+    """Three CSL JSON items as Better BibTeX writes them, the second one ``undated``."""
+    return [
+        {"id": "dated_2019", "type": "article-journal", "title": "Dated", "abstract": "A.",
+         "issued": {"date-parts": [[2019, 6]]}},
+        {"id": "undated", "type": "article-journal", "title": "Undated", "abstract": "B.",
+         "author": [{"family": "Lovelace", "given": "Ada"}], **undated},
+        {"id": "late_2021", "type": "article-journal", "title": "Late", "abstract": "C.", "issued": {"raw": "2021"}},
+    ]  # fmt: skip
+
+
+UNDATED = {
+    "literal": {"issued": {"literal": "n.d."}},
+    "raw": {"issued": {"raw": "n.d."}},
+    "date-parts": {"issued": {"date-parts": [["n.d."]]}},
+}
+
+
+@pytest.mark.parametrize("undated", UNDATED.values(), ids=UNDATED.keys())
+def test_an_undated_csl_item_is_read_without_its_year(tmp_path: Path, undated: dict[str, Any]) -> None:
+    text = json.dumps(csl_items(undated), indent="\t")
+    path = write(tmp_path, "undated.json", text)
+    line = line_of(text, '"id": "undated"') - 1  # the item's opening brace
+    dated, dropped, undated_paper, late = read_entries(path)
+    assert dropped == DroppedField(path, line, "year", "cannot read a year from 'n.d.'")
+    assert isinstance(undated_paper, Paper) and isinstance(dated, Paper) and isinstance(late, Paper)
+    assert [(p.title, p.year) for p in (dated, undated_paper, late)] == [
+        ("Dated", 2019),
+        ("Undated", None),
+        ("Late", 2021),
+    ]
+    assert undated_paper.authors == ("Ada Lovelace",)
+
+
+MENDELEY = """@article{park_2019,
+  title = {Gait analysis of a quadruped},
+  abstract = {We study gaits.},
+  author = {Park, Sanghwa; Seidl, Ralf; Beaumier, Michael; Hollis, Richard},
+  year = {2019},
+}
+
+@article{plain_2020,
+  title = {Plain},
+  abstract = {Fine.},
+  author = {Lovelace, Ada and Turing, Alan},
+}
+"""
+
+
+def test_a_mendeley_semicolon_author_list_is_read_as_names_with_a_note(tmp_path: Path) -> None:
+    path = write(tmp_path, "mendeley.bib", MENDELEY)
+    note, park, plain = read_entries(path, strict=True)  # nothing was dropped: --strict reads it too
+    assert type(note) is FieldNote and note == FieldNote(
+        path, 1, "author", "names separated by ';' (Mendeley) read as 4 names"
+    )
+    assert str(note) == f"{path}:1: field 'author': names separated by ';' (Mendeley) read as 4 names"
+    assert isinstance(park, Paper) and park.authors == (
+        "Sanghwa Park",
+        "Ralf Seidl",
+        "Michael Beaumier",
+        "Richard Hollis",
+    )
+    assert (park.year, park.paper_id) == (2019, "park_2019")
+    assert isinstance(plain, Paper) and plain.authors == ("Ada Lovelace", "Alan Turing")
+
+
+def test_an_author_list_that_cannot_be_read_costs_the_field_not_the_entry(tmp_path: Path) -> None:
+    bib = write(tmp_path, "commas.bib", """@article{commas_2020,
+  title = {Commas},
+  abstract = {No separators between the names.},
+  author = {Alpha, Beta, Gamma, Delta},
+  editor = {X, Y, Z},
+  year = {2020},
+}
+""")  # fmt: skip
+    dropped, paper = read_entries(bib)  # the editor is not read: its commas cost nothing
+    assert dropped == DroppedField(
+        bib, 1, "author", "cannot split 'Alpha, Beta, Gamma, Delta' into names (too many commas)"
+    )
+    assert isinstance(paper, Paper) and (paper.title, paper.authors, paper.year) == ("Commas", (), 2020)
+    csl = write(tmp_path, "authors.json", json.dumps([
+        {"id": "a", "title": "A string", "abstract": "A.", "author": "Smith, J"},
+        {"id": "b", "title": "An object", "abstract": "B.", "author": {"family": "Smith"}},
+        {"id": "c", "title": "A list of strings", "abstract": "C.", "author": ["Smith, J"]},
+    ], indent="\t"))  # fmt: skip
+    entries = list(read_entries(csl))
+    assert [entry.detail for entry in entries if isinstance(entry, DroppedField)] == [
+        "expected a list of CSL names, got str 'Smith, J'",
+        "expected a list of CSL names, got dict \"{'family': 'Smith'}\"",
+        "expected a list of CSL names, got list \"['Smith, J']\"",
+    ]
+    assert [(p.title, p.authors) for p in entries if isinstance(p, Paper)] == [
+        ("A string", ()), ("An object", ()), ("A list of strings", ())
+    ]  # fmt: skip
+
+
+UNTITLED = {
+    "bibtex": ("untitled.bib", "@article{untitled,\n  abstract = {No title.},\n}\n\n@article{good,\n  title = {Good},\n  abstract = {Fine.},\n}\n", "@article{untitled} is malformed: record has no title"),
+    "ris": ("untitled.ris", "TY  - JOUR\nAB  - No title.\nER  - \n\nTY  - JOUR\nTI  - Good\nAB  - Fine.\nER  - \n", "RIS record JOUR is malformed: record has no title"),
+    "csljson": ("untitled.json", '[\n{"id": "untitled", "abstract": "No title."},\n{"id": "good", "title": "Good", "abstract": "Fine."}\n]\n', "CSL item 'untitled' is malformed: record has no title"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("fmt", UNTITLED)
+def test_an_entry_without_a_title_is_skipped_as_malformed_and_the_next_is_read(tmp_path: Path, fmt: str) -> None:
+    name, text, detail = UNTITLED[fmt]
+    path = write(tmp_path, name, text)
+    skipped, paper = read_entries(path)
+    assert skipped == Skipped(path, 1 if fmt != "csljson" else 2, "malformed", detail)
+    assert isinstance(paper, Paper) and paper.title == "Good"
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://example.org/a b.pdf", "http://dx.doi.org/10.1000/x", "ftp://ftp.example.org/pub/a.ps",
+     "file:///home/me/a.pdf", "www.example.org/paper", "arxiv.org/abs/1706.03762"],
+)  # fmt: skip
+def test_a_url_field_keeps_every_real_url(url: str) -> None:
+    dropped: list[DroppedField] = []
+    paper = make_paper((Path("x.bib"), 1), title="T", abstract="A.", url=url, dropped=dropped)
+    assert (paper.url, dropped) == (url, [])
+
+
+@pytest.mark.parametrize(
+    ("url", "detail"),
+    [("see attached", "not a URL: 'see attached'"), ("n/a", "not a URL: 'n/a'"), (["https://a.org"], "not a URL: \"['https://a.org']\"")],
+)  # fmt: skip
+def test_a_url_field_that_holds_no_url_is_dropped(url: Any, detail: str) -> None:
+    dropped: list[DroppedField] = []
+    paper = make_paper((Path("x.bib"), 3), title="T", abstract="A.", url=url, dropped=dropped)
+    assert (paper.url, dropped) == (None, [DroppedField(Path("x.bib"), 3, "url", detail)])
+    with pytest.raises(CorpusError, match=r"^x\.bib:3: not a URL"):  # no list to drop it into: it fails
+        make_paper((Path("x.bib"), 3), title="T", abstract="A.", url=url)
+
+
+def test_a_json_lines_record_with_an_unreadable_year_keeps_the_paper(tmp_path: Path) -> None:
+    path = write(tmp_path, "year.jsonl", '{"title": "A", "abstract": "B", "year": "soon", "authors": [1, 2]}\n')
+    assert list(read_entries(path)) == [
+        DroppedField(path, 1, "authors", "expected a list of strings, got one holding int '1'"),
+        DroppedField(path, 1, "year", "cannot read a year from 'soon'"),
+        Paper(paper_id=title_id("A"), title="A", passages=papers(path)[0].passages),
+    ]
+
+
 # --- ingest through the command line ----------------------------------------------------------------------------
 
 
@@ -250,8 +455,8 @@ def test_a_bib_with_one_malformed_entry_ingests_the_rest_and_names_its_line(
     report = json.loads(result.stdout)
     assert (report["papers"], report["skipped_malformed"], report["skipped_no_abstract"]) == (19, 1, 1)
     (problem,) = report["problems"]
-    assert problem.startswith(f"{path}:{line}: @inproceedings{{kowalski_cramming_2023}} is malformed")
-    assert f"warning: skipped {path}:{line}: " in result.stderr
+    assert problem.startswith(f"skipped {path}:{line}: @inproceedings{{kowalski_cramming_2023}} is malformed")
+    assert f"rag: warning: {problem}\n" in result.stderr
 
 
 def test_strict_fails_on_the_malformed_entry_and_leaves_the_store_as_it_was(
@@ -263,6 +468,64 @@ def test_strict_fails_on_the_malformed_entry_and_leaves_the_store_as_it_was(
     assert result.exit_code == 2
     assert result.stderr.startswith(f"rag: error: {path}:{line}: @inproceedings{{kowalski_cramming_2023}} is malformed")
     assert snapshot(store["env"]) == before
+
+
+def test_a_csl_export_with_an_undated_item_ingests_every_item_and_names_the_field(
+    store: dict[str, Any], tmp_path: Path
+) -> None:
+    text = json.dumps(csl_items(UNDATED["literal"]), indent="\t")
+    path = write(tmp_path, "undated.json", text)
+    line = line_of(text, '"id": "undated"') - 1
+    result = cli("ingest", str(path), "--collection", "undated", "--json", env=store["env"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    warning = f"{path}:{line}: field 'year': cannot read a year from 'n.d.': dropped"
+    assert (report["papers"], report["added"], report["dropped_fields"], report["skipped_malformed"]) == (3, 3, 1, 0)
+    assert report["problems"] == [warning] and report["skipped_by_reason"] == {}
+    assert result.stderr == f"rag: warning: {warning}\n"
+    again = cli("ingest", str(path), "--collection", "undated", env=store["env"])
+    assert again.exit_code == 0, again.output
+    assert re.search(r"^3 papers \(0 added, 0 updated, 3 unchanged", again.stdout, re.M), again.stdout
+    assert re.search(r"^1 field that could not be read dropped \(listed above", again.stdout, re.M), again.stdout
+    assert stats(store["env"], "undated")["papers"] == 3
+
+
+def test_strict_fails_on_the_undated_item_and_leaves_the_store_as_it_was(store: dict[str, Any], tmp_path: Path) -> None:
+    text = json.dumps(csl_items(UNDATED["literal"]), indent="\t")
+    path = write(tmp_path, "undated.json", text)
+    line = line_of(text, '"id": "undated"') - 1
+    before = snapshot(store["env"])
+    result = cli("ingest", str(path), "--collection", "mine", "--strict", env=store["env"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (
+        f"rag: error: {path}:{line}: field 'year': cannot read a year from 'n.d.' "
+        "(--strict stops at an unreadable field)\n"
+    )
+    assert snapshot(store["env"]) == before
+
+
+def test_a_mendeley_bib_ingests_its_authors_with_a_warning(store: dict[str, Any], tmp_path: Path) -> None:
+    path = write(tmp_path, "mendeley.bib", MENDELEY)
+    result = cli("ingest", str(path), "--collection", "mendeley", "--json", env=store["env"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    warning = f"{path}:1: field 'author': names separated by ';' (Mendeley) read as 4 names"
+    assert (report["papers"], report["dropped_fields"], report["problems"]) == (2, 0, [warning])
+    assert result.stderr == f"rag: warning: {warning}\n"
+
+
+def test_an_entry_without_a_title_costs_that_entry_not_the_file(store: dict[str, Any], tmp_path: Path) -> None:
+    text = EXPORTS["bibtex"].read_text(encoding="utf-8")
+    key = "@article{tanaka_scaling_2020,"
+    title_line = text.index("\n\ttitle = ", text.index(key))
+    path = write(tmp_path, "untitled.bib", text[:title_line] + text[text.index("\n", title_line + 1) :])
+    result = cli("ingest", str(path), "--collection", "untitled", "--json", env=store["env"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert (report["papers"], report["skipped_malformed"], report["skipped_no_abstract"]) == (19, 1, 1)
+    problem = f"skipped {path}:{line_of(text, key)}: @article{{tanaka_scaling_2020}} is malformed: record has no title"
+    assert report["problems"] == [problem]
+    assert result.stderr == f"rag: warning: {problem}\n"
 
 
 def duplicate_keys(tmp_path: Path) -> tuple[Path, str]:
@@ -278,15 +541,6 @@ def duplicate_csl_ids(tmp_path: Path) -> tuple[Path, str]:
     items.append({**items[0], "title": "Another paper"})
     path = write(tmp_path, "dup.json", json.dumps(items, indent="\t", ensure_ascii=False))
     return path, f"citation key {items[0]['id']!r} is used by two different entries (lines 2 and "
-
-
-def missing_title(tmp_path: Path) -> tuple[Path, str]:
-    text = EXPORTS["bibtex"].read_text(encoding="utf-8")
-    key = "@article{tanaka_scaling_2020,"
-    start = text.index(key)
-    title_line = text.index("\n\ttitle = ", start)
-    cut = text[:title_line] + text[text.index("\n", title_line + 1) :]
-    return write(tmp_path, "untitled.bib", cut), f":{line_of(text, key)}: record has no title"
 
 
 def latin1(tmp_path: Path) -> tuple[Path, str]:
@@ -340,7 +594,6 @@ def no_abstracts_ris(tmp_path: Path) -> tuple[Path, str]:
 BAD = {
     "duplicate keys": duplicate_keys,
     "duplicate CSL ids": duplicate_csl_ids,
-    "missing title": missing_title,
     "latin-1 .bib": latin1,
     "latin-1 .ris": latin1_ris,
     "prose named .bib": prose("notes.bib"),

@@ -15,7 +15,9 @@ from rag.errors import CorpusError
 from rag.papers import (
     MAX_ABSTRACT_CHARS,
     MAX_TITLE_CHARS,
+    DroppedField,
     Entry,
+    FieldNote,
     Paper,
     Skipped,
     arxiv_id,
@@ -38,7 +40,9 @@ __all__ = [
     "FORMATS",
     "MAX_ABSTRACT_CHARS",
     "MAX_TITLE_CHARS",
+    "DroppedField",
     "Entry",
+    "FieldNote",
     "Paper",
     "Skipped",
     "arxiv_id",
@@ -176,12 +180,17 @@ def read_corpus(path: Path, fmt: str = "auto") -> Iterator[Paper]:
 
 
 def _checked(path: Path, entries: Iterable[Entry], strict: bool) -> Iterator[Entry]:
-    """The entries, failing on a malformed one when strict, and on a file that yields no paper at all."""
+    """The entries, failing on a malformed one or an unreadable field when strict, and on a file that yields no
+    paper at all."""
     papers = no_abstract = 0
     malformed: Skipped | None = None
     for entry in entries:
         if isinstance(entry, Paper):
             papers += 1
+        elif isinstance(entry, FieldNote):
+            if strict and isinstance(entry, DroppedField):
+                detail = f"field {entry.field!r}: {entry.detail} (--strict stops at an unreadable field)"
+                raise CorpusError(path, detail, entry.line)
         elif entry.reason == "no_abstract":
             no_abstract += 1
         else:

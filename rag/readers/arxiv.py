@@ -4,15 +4,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from rag.errors import CorpusError
-from rag.papers import Paper, make_paper
+from rag.papers import DroppedField, Entry, make_paper
 from rag.readers.records import json_records
 
 
-def read_arxiv(path: Path) -> Iterator[Paper]:
+def read_arxiv(path: Path) -> Iterator[Entry]:
     for number, record in json_records(path):
         if not record.get("id"):
             raise CorpusError(path, "arXiv record has no id", number)
-        yield make_paper(
+        dropped: list[DroppedField] = []
+        paper = make_paper(
             (path, number),
             title=record.get("title"),
             abstract=record.get("abstract"),
@@ -21,4 +22,7 @@ def read_arxiv(path: Path) -> Iterator[Paper]:
             year=record.get("update_date"),
             categories=record.get("categories"),
             url=f"https://arxiv.org/abs/{record['id']}",
+            dropped=dropped,
         )
+        yield from dropped
+        yield paper

@@ -12,20 +12,14 @@ from typing import Any
 
 import bibtexparser
 from bibtexparser.library import Library
-from bibtexparser.middlewares import (
-    BlockMiddleware,
-    LatexDecodingMiddleware,
-    NormalizeFieldKeys,
-    SeparateCoAuthors,
-    SplitNameParts,
-)
-from bibtexparser.middlewares.names import NameParts
+from bibtexparser.middlewares import BlockMiddleware, LatexDecodingMiddleware, NormalizeFieldKeys, SeparateCoAuthors
+from bibtexparser.middlewares.names import InvalidNameError, NameParts, parse_single_name_into_parts
 from bibtexparser.model import Block, DuplicateBlockKeyBlock, ImplicitComment
 from bibtexparser.model import Entry as BibEntry
 from pylatexenc.latex2text import LatexNodes2Text, MacroTextSpec, SpecialsTextSpec, get_default_latex_context_db
 
 from rag.errors import CorpusError
-from rag.papers import Entry, Skipped, arxiv_id, clean, make_paper
+from rag.papers import DroppedField, Entry, FieldNote, Skipped, arxiv_id, clean, make_paper
 from rag.readers.exports import CitationKeys, arxiv_in_note, keyword_list, line_records
 
 _ENTRY_START = re.compile(r"@\s*([A-Za-z][\w-]*)\s*[{(]\s*([^,\s{}()]*)")
@@ -78,12 +72,45 @@ def _decoder() -> LatexNodes2Text:
     return _Decoder(latex_context=context, math_mode="text", keep_braced_groups=False)
 
 
+class _SemicolonNames(BlockMiddleware):
+    """Mendeley writes an author list as "Park, Sanghwa; Seidl, Ralf" where BibTeX has " and " between names (read
+    as they stand, the names are one name with too many commas): the ';' become " and ", noted for the reader to warn
+    of."""
+
+    def transform_entry(self, entry: BibEntry, library: Library) -> BibEntry:
+        field = entry.get("author")
+        if field is not None and isinstance(field.value, str) and ";" in field.value:
+            names = [name.strip() for name in field.value.split(";") if name.strip()]
+            if len(names) > 1:
+                field.value = " and ".join(names)
+                entry.parser_metadata["semicolons"] = True
+        return entry
+
+
+class _SplitAuthors(BlockMiddleware):
+    """bibtexparser's SplitNameParts for the author field alone (the only name field read), except that a list it
+    cannot split ("A, B, C, D": no "and" between the names) costs the field, noted for the reader to report, rather
+    than the entry."""
+
+    def transform_entry(self, entry: BibEntry, library: Library) -> BibEntry:
+        field = entry.get("author")
+        if field is not None and isinstance(field.value, list):
+            try:
+                field.value = [parse_single_name_into_parts(name) for name in field.value]
+            except InvalidNameError as error:
+                entry.pop("author")
+                reason = error.reason.lower()
+                entry.parser_metadata["unsplit_authors"] = f"cannot split {error.name[:60]!r} into names ({reason})"
+        return entry
+
+
 _STACK = [
     NormalizeFieldKeys(),
     _BeforeDecoding(),
     LatexDecodingMiddleware(decoder=_decoder()),
+    _SemicolonNames(),
     SeparateCoAuthors(),
-    SplitNameParts(),
+    _SplitAuthors(),
 ]
 
 
@@ -107,7 +134,7 @@ def read_bibtex(path: Path) -> Iterator[Entry]:
                 yield Skipped(path, line, "malformed", f"{label} is malformed: {problem}")
             else:  # @comment, @string and @preamble are blocks of their own, never entries
                 keys.check(entry.key, line, text)
-                yield _paper(path, line, entry)
+                yield from _entries(path, line, label, entry)
     if not blocks:
         raise CorpusError(path, "no BibTeX entries (no line starts with @type{key,): not a BibTeX file")
 
@@ -131,30 +158,44 @@ def _shape_problem(entry: BibEntry, library: Library) -> str | None:
     return None
 
 
-def _paper(path: Path, line: int, entry: BibEntry) -> Entry:
+def _entries(path: Path, line: int, label: str, entry: BibEntry) -> Iterator[Entry]:
+    """The entry's paper, after the fields it was read without or read with a note; or why it was skipped."""
     fields: dict[str, Any] = {f.key: f.value for f in entry.fields}
     verbatim: dict[str, str] = entry.parser_metadata.get("verbatim", {})
     if not isinstance(fields.get("abstract"), str) or not fields["abstract"].strip():
         title = f" ({clean(fields['title'])[:80]!r})" if isinstance(fields.get("title"), str) else ""
-        return Skipped(path, line, "no_abstract", f"@{entry.entry_type}{{{entry.key}}}{title} has no abstract")
+        yield Skipped(path, line, "no_abstract", f"@{entry.entry_type}{{{entry.key}}}{title} has no abstract")
+        return
     eprint = verbatim.get("eprint", "")
     archive = str(fields.get("archiveprefix") or fields.get("eprinttype") or "arxiv").lower()
     found = (arxiv_id(eprint) if archive == "arxiv" and eprint else None) or arxiv_in_note(
         fields.get("note"), fields.get("annote"), fields.get("extra")
     )
     names = fields.get("author")
-    return make_paper(
-        (path, line),
-        title=fields.get("title"),
-        abstract=fields["abstract"],
-        paper_id=f"arxiv:{found}" if found else entry.key,
-        authors=[name.merge_first_name_first for name in names if isinstance(name, NameParts)]
-        if isinstance(names, list)
-        else None,
-        year=fields.get("year") or fields.get("date"),
-        categories=keyword_list(fields.get("keywords")),
-        url=verbatim.get("url"),
-        venue=next((fields[key] for key in _VENUES if isinstance(fields.get(key), str) and fields[key].strip()), None),
-        doi=verbatim.get("doi"),
-        kind=entry.entry_type,
-    )
+    authors = [name.merge_first_name_first for name in names if isinstance(name, NameParts)] if names else []
+    dropped: list[DroppedField] = []
+    if unsplit := entry.parser_metadata.get("unsplit_authors"):
+        dropped.append(DroppedField(path, line, "author", unsplit))
+    try:
+        paper = make_paper(
+            (path, line),
+            title=fields.get("title"),
+            abstract=fields["abstract"],
+            paper_id=f"arxiv:{found}" if found else entry.key,
+            authors=authors,
+            year=fields.get("year") or fields.get("date"),
+            categories=keyword_list(fields.get("keywords")),
+            url=verbatim.get("url"),
+            venue=next((fields[k] for k in _VENUES if isinstance(fields.get(k), str) and fields[k].strip()), None),
+            doi=verbatim.get("doi"),
+            kind=entry.entry_type,
+            dropped=dropped,
+        )
+    except CorpusError as error:  # no title, or one too long: this entry, not the file
+        reason = str(error).removeprefix(f"{path}:{line}: ")
+        yield Skipped(path, line, "malformed", f"{label} is malformed: {reason}")
+        return
+    if entry.parser_metadata.get("semicolons") and authors:
+        yield FieldNote(path, line, "author", f"names separated by ';' (Mendeley) read as {len(authors)} names")
+    yield from dropped
+    yield paper

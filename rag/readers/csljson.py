@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from rag.errors import CorpusError
-from rag.papers import Entry, Skipped, clean, make_paper
+from rag.papers import DroppedField, Entry, Skipped, clean, make_paper
 from rag.readers.exports import MAX_ENTRY_BYTES, CitationKeys, arxiv_in_note, keyword_list, short_key, too_large
 from rag.readers.records import first
 
@@ -41,29 +41,43 @@ def read_csljson(path: Path) -> Iterator[Entry]:
             yield Skipped(path, line, "no_abstract", f"{label} has no abstract")
             continue
         found = arxiv_in_note(item.get("number"), item.get("note"), item.get("archive_location"))
-        yield make_paper(
-            (path, line),
-            title=item.get("title"),
-            abstract=abstract,
-            paper_id=f"arxiv:{found}" if found else short_key(first(item, "citation-key", "id")),
-            authors=[name for person in _list(item.get("author")) if (name := _display(person))],
-            year=_year(item.get("issued")),
-            categories=keyword_list(item.get("keyword")),
-            url=item.get("URL"),
-            venue=first(item, "container-title", "publisher"),
-            doi=item.get("DOI"),
-            kind=_KINDS.get(str(item.get("type")), "misc"),
-        )
+        dropped: list[DroppedField] = []
+        authors = item.get("author")
+        if not _is_name_list(authors):
+            shown = f"{type(authors).__name__} {str(authors)[:40]!r}"
+            dropped.append(DroppedField(path, line, "author", f"expected a list of CSL names, got {shown}"))
+            authors = None
+        try:
+            paper = make_paper(
+                (path, line),
+                title=item.get("title"),
+                abstract=abstract,
+                paper_id=f"arxiv:{found}" if found else short_key(first(item, "citation-key", "id")),
+                authors=[name for person in authors or [] if (name := _display(person))],
+                year=_year(item.get("issued")),
+                categories=keyword_list(item.get("keyword")),
+                url=item.get("URL"),
+                venue=first(item, "container-title", "publisher"),
+                doi=item.get("DOI"),
+                kind=_KINDS.get(str(item.get("type")), "misc"),
+                dropped=dropped,
+            )
+        except CorpusError as error:  # no title, or one too long: this item, not the file
+            reason = str(error).removeprefix(f"{path}:{line}: ")
+            yield Skipped(path, line, "malformed", f"{label} is malformed: {reason}")
+            continue
+        yield from dropped
+        yield paper
 
 
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
+def _is_name_list(value: Any) -> bool:
+    """Whether a CSL name field is a list of name objects (``{"family": …, "given": …}`` or ``{"literal": …}``);
+    an absent one is an empty list."""
+    return value is None or (isinstance(value, list) and all(isinstance(person, dict) for person in value))
 
 
-def _display(person: Any) -> str:
+def _display(person: dict[str, Any]) -> str:
     """A CSL name as "Given Family" (with its particles and suffix), or an institution's literal name."""
-    if not isinstance(person, dict):
-        return ""
     if isinstance(person.get("literal"), str):
         return str(person["literal"]).strip()
     parts = ("given", "dropping-particle", "non-dropping-particle", "family", "suffix")

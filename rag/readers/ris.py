@@ -8,7 +8,7 @@ from typing import Any
 import rispy
 
 from rag.errors import CorpusError
-from rag.papers import Entry, Skipped, clean, make_paper
+from rag.papers import DroppedField, Entry, Skipped, clean, make_paper
 from rag.readers.exports import CitationKeys, arxiv_in_note, keyword_list, line_records, short_key
 from rag.readers.records import first
 
@@ -48,21 +48,30 @@ def read_ris(path: Path) -> Iterator[Entry]:
         unknown: dict[str, list[str]] = record.get("unknown_tag") or {}
         found = arxiv_in_note(record.get("notes"), record.get("note"), record.get("accession_number"))
         urls = record.get("urls") or []
-        yield make_paper(
-            (path, line),
-            title=title,
-            abstract=abstract,
-            paper_id=f"arxiv:{found}" if found else key,
-            authors=[_display(name) for name in (record.get("authors") or record.get("first_authors") or [])],
-            year=first(record, "year", "date", "publication_year"),
-            categories=keyword_list(record.get("keywords")),
-            url=urls[0] if urls else None,
-            venue=first(record, "secondary_title", "journal_name", "alternate_title3")
-            or next(iter(unknown.get("BT", [])), None)
-            or record.get("publisher"),
-            doi=record.get("doi"),
-            kind=_KINDS.get(str(record.get("type_of_reference", "")).upper(), "misc"),
-        )
+        dropped: list[DroppedField] = []
+        try:
+            paper = make_paper(
+                (path, line),
+                title=title,
+                abstract=abstract,
+                paper_id=f"arxiv:{found}" if found else key,
+                authors=[_display(name) for name in (record.get("authors") or record.get("first_authors") or [])],
+                year=first(record, "year", "date", "publication_year"),
+                categories=keyword_list(record.get("keywords")),
+                url=urls[0] if urls else None,
+                venue=first(record, "secondary_title", "journal_name", "alternate_title3")
+                or next(iter(unknown.get("BT", [])), None)
+                or record.get("publisher"),
+                doi=record.get("doi"),
+                kind=_KINDS.get(str(record.get("type_of_reference", "")).upper(), "misc"),
+                dropped=dropped,
+            )
+        except CorpusError as error:  # no title, or one too long: this record, not the file
+            reason = str(error).removeprefix(f"{path}:{line}: ")
+            yield Skipped(path, line, "malformed", f"{label} is malformed: {reason}")
+            continue
+        yield from dropped
+        yield paper
     if not records:
         raise CorpusError(path, "no RIS records (no line starts with 'TY  - '): not a RIS file")
 

@@ -5,13 +5,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from rag.errors import CorpusError
-from rag.papers import Paper, make_paper
+from rag.papers import DroppedField, Entry, make_paper
 from rag.readers.records import first, json_records, lines
 
 
-def read_jsonl(path: Path) -> Iterator[Paper]:
+def read_jsonl(path: Path) -> Iterator[Entry]:
     for number, record in json_records(path):
-        yield make_paper(
+        dropped: list[DroppedField] = []
+        paper = make_paper(
             (path, number),
             title=record.get("title"),
             abstract=first(record, "abstract", "text", "summary"),
@@ -20,10 +21,13 @@ def read_jsonl(path: Path) -> Iterator[Paper]:
             year=first(record, "year", "published", "date", "update_date"),
             categories=first(record, "categories", "category", "tags"),
             url=record.get("url"),
+            dropped=dropped,
         )
+        yield from dropped
+        yield paper
 
 
-def read_csv(path: Path) -> Iterator[Paper]:
+def read_csv(path: Path) -> Iterator[Entry]:
     numbered = lines(path)
     header_line = next(((n, line) for n, line in numbered if line.strip()), None)
     if header_line is None:
@@ -42,7 +46,8 @@ def read_csv(path: Path) -> Iterator[Paper]:
                 raise CorpusError(
                     path, f"row has {len(header) + len(row[None])} fields, header has {len(header)}", number
                 )
-            yield make_paper(
+            dropped: list[DroppedField] = []
+            paper = make_paper(
                 (path, number),
                 title=row.get("title"),
                 abstract=row.get(text_column),
@@ -51,6 +56,9 @@ def read_csv(path: Path) -> Iterator[Paper]:
                 year=first(row, "year", "published", "date", "update_date"),
                 categories=first(row, "categories", "category", "tags"),
                 url=row.get("url"),
+                dropped=dropped,
             )
+            yield from dropped
+            yield paper
     except csv.Error as error:
         raise CorpusError(path, f"malformed CSV ({error})", header_line[0] + reader.line_num) from None
