@@ -97,18 +97,38 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print machin
 @click.option("--format", "fmt", default="auto", help=f"Corpus format: {'|'.join((*FORMATS, 'pdf'))}.")
 @click.option("--prune", is_flag=True, help="Also remove the collection's papers that PATH no longer holds.")
 @click.option("--strict", is_flag=True, help="Fail on a malformed entry instead of skipping and reporting it.")
+@click.option(
+    "--zotero-collection", default=None, help='Zotero: only this collection and its sub-collections ("Thesis/Ch 2").'
+)
+@click.option(
+    "--zotero-types", default=None, help="Zotero: the item types to read, comma-separated, or 'all' (default: papers)."
+)
 @collection_option
 @json_option
 @handle_errors
-def ingest(path: Path | None, fmt: str, prune: bool, strict: bool, collection: str | None, as_json: bool) -> None:
-    """Ingest a corpus file, a PDF, or a folder of PDFs and export files (read recursively); without PATH, the
-    bundled trending-papers corpus."""
+def ingest(
+    path: Path | None,
+    fmt: str,
+    prune: bool,
+    strict: bool,
+    zotero_collection: str | None,
+    zotero_types: str | None,
+    collection: str | None,
+    as_json: bool,
+) -> None:
+    """Ingest a corpus file, a PDF, a folder of PDFs and export files (read recursively), or a Zotero data directory
+    (the folder holding zotero.sqlite); without PATH, the bundled trending-papers corpus, or ~/Zotero when a
+    --zotero option is given."""
     from rag.ingest import ingest as run_ingest
+    from rag.readers.zotero import selection
 
     if fmt not in (*FORMATS, "pdf"):
         raise BadInput(f"--format {fmt!r} is not one of {', '.join((*FORMATS, 'pdf'))}")
+    zotero = selection(zotero_collection, zotero_types)
+    if path is None:
+        path = Path("~/Zotero").expanduser() if zotero_collection or zotero_types else BUNDLED_CORPUS
     settings = load_settings(collection)
-    report = run_ingest(path or BUNDLED_CORPUS, fmt, settings, prune=prune, strict=strict)
+    report = run_ingest(path, fmt, settings, prune=prune, strict=strict, zotero=zotero)
     for problem in report.problems:
         click.echo(f"rag: warning: {problem}", err=True)
     if as_json:

@@ -29,13 +29,15 @@ from rag import keyword_index
 from rag.embedding import build_embedder, embedder_id, local_embedder
 from rag.errors import CorpusError
 from rag.library import files_dir, open_stored
-from rag.papers import DroppedField, FieldNote, Paper, Skipped
-from rag.readers import corpus_files, read_corpus, read_entries
-from rag.readers.pdf import read_pdfs
+from rag.papers import Attached, DroppedField, FieldNote, Paper, Skipped
+from rag.readers import PASSED_OVER, WHOLE_LIBRARY, ZoteroSelection, corpus_files, read_entries
+from rag.readers.pdf import PdfReader, read_pdfs
 from rag.settings import Settings
 from rag.store import PaperState, StoredCollection, check_compatible, connect, create_collection, fingerprint, manifest
 
 EMBEDDED_KEYS = ("title",)
+# Skips that are counted and not warned of, one by one: what a library holds that is not a paper to search.
+COUNTED_ONLY = frozenset({"no_abstract", *PASSED_OVER})
 
 
 def entries(count: int) -> str:
@@ -143,12 +145,12 @@ def paper_nodes(paper: Paper, splitter: SentenceSplitter, version: str) -> list[
     return nodes
 
 
-def _batched(papers: Iterator[Paper], size: int) -> Iterator[list[Paper]]:
+def _batched(papers: Iterator[Paper | Attached], size: int) -> Iterator[list[Paper | Attached]]:
     while batch := list(islice(papers, size)):
         yield batch
 
 
-def _unique(papers: Iterable[Paper], seen: set[str]) -> Iterator[Paper]:
+def _unique(papers: Iterable[Paper | Attached], seen: set[str]) -> Iterator[Paper | Attached]:
     for paper in papers:
         if paper.paper_id not in seen:
             seen.add(paper.paper_id)
@@ -162,7 +164,8 @@ def pages_of(paper: Paper) -> int:
 
 @dataclass
 class _Read:
-    """Pass 1 over what an ingest reads: the ids, the skips, and the full texts (a PDF is parsed once)."""
+    """What an ingest read: pass 1's ids, skips and full texts of standalone PDFs (a PDF is parsed once), and the
+    PDFs of entries that pass 2 read."""
 
     ids: set[str] = field(default_factory=set)
     total: int = 0
@@ -171,6 +174,16 @@ class _Read:
     full_texts: list[Paper] = field(default_factory=list)
     unread: set[Path] = field(default_factory=set)  # a folder's export files that could not be read: passed over
     pdf_files: dict[str, Path] = field(default_factory=dict)  # a kept file's name → where it was read from
+    entry_pdfs: set[Path] = field(default_factory=set)  # the PDFs entries name: not standalone papers as well
+    late_skips: int = 0  # entries counted in pass 1 whose PDF turned out unreadable, with no abstract to fall back on
+    full_text: int = 0
+    pages: int = 0
+    passages: int = 0
+
+    def count_full_text(self, paper: Paper) -> None:
+        self.full_text += 1
+        self.pages += pages_of(paper)
+        self.passages += len(paper.passages)
 
 
 def _read_all(
@@ -180,6 +193,7 @@ def _read_all(
     progress: bool,
     tell: Callable[[IngestProgress], None],
     source: Path,
+    zotero: ZoteroSelection,
 ) -> _Read:
     """Validate every file (streaming) and read every PDF, so bad input never leaves a half-ingested store."""
     read = _Read()
@@ -190,15 +204,17 @@ def _read_all(
         skips: list[Skipped] = []
         notes: list[FieldNote] = []
         try:
-            for entry in read_entries(file, fmt, strict):
-                if isinstance(entry, Paper):
+            for entry in read_entries(file, fmt, strict, zotero):
+                if isinstance(entry, Paper | Attached):
                     ids.append(entry.paper_id)
+                    if isinstance(entry, Attached):
+                        read.entry_pdfs.add(entry.pdf.resolve())
                 elif isinstance(entry, Skipped):
                     skips.append(entry)
                 else:
                     notes.append(entry)
         except CorpusError as error:
-            if strict or not source.is_dir():
+            if strict or fmt == "zotero" or not source.is_dir():
                 raise
             read.unread.add(file)  # a stray text file in a folder of papers costs that file, not the ingest
             read.passed_over.append(Skipped(file, error.line or 0, "unreadable", str(error).split(": ", 1)[-1]))
@@ -207,8 +223,7 @@ def _read_all(
         read.notes += notes
         read.total += len(ids)
         read.ids.update(ids)
-    pdfs = [file for file, fmt in files if fmt == "pdf"]
-    pages = 0
+    pdfs = [file for file, fmt in files if fmt == "pdf" and file.resolve() not in read.entry_pdfs]
     with tqdm(total=len(pdfs), unit="pdf", desc="read PDFs", disable=None if progress and pdfs else True) as bar:
         for file, entry in zip(pdfs, read_pdfs(pdfs, settings.pdf), strict=True):
             if isinstance(entry, Skipped):
@@ -219,11 +234,11 @@ def _read_all(
                 read.total += 1
                 read.ids.add(entry.paper_id)
                 read.full_texts.append(entry)
+                read.count_full_text(entry)
                 if entry.file:
                     read.pdf_files[entry.file] = file
-                pages += pages_of(entry)
             bar.update()
-            bar.set_postfix(pages=pages, passages=sum(len(paper.passages) for paper in read.full_texts))
+            bar.set_postfix(pages=read.pages, passages=read.passages)
             tell(IngestProgress("reading", bar.n, len(pdfs)))
     if not read.total:
         first = next((entry for entry in read.passed_over if entry.reason != "no_abstract"), None)
@@ -231,12 +246,36 @@ def _read_all(
     return read
 
 
-def _papers(files: list[tuple[Path, str]], read: _Read) -> Iterator[Paper]:
+def _papers(files: list[tuple[Path, str]], read: _Read, zotero: ZoteroSelection) -> Iterator[Paper | Attached]:
     """Pass 2: the export files' papers read again (streaming), then the full texts pass 1 kept."""
     for file, fmt in files:
         if fmt != "pdf" and file not in read.unread:
-            yield from read_corpus(file, fmt)
+            yield from (e for e in read_entries(file, fmt, zotero=zotero) if isinstance(e, Paper | Attached))
     yield from read.full_texts
+
+
+def _with_text(attached: Attached, reader: PdfReader, read: _Read, strict: bool) -> Paper | None:
+    """The entry with its PDF's full text; with its abstract alone when the PDF cannot be read (None without one)."""
+    found = reader.read(attached.pdf)
+    if isinstance(found, Paper):
+        paper = attached.with_text(found)
+        read.count_full_text(paper)
+        if paper.file:
+            read.pdf_files[paper.file] = attached.pdf
+        return paper
+    assert isinstance(found, Skipped)  # a PDF is one paper or one skip
+    if strict and found.reason != "no_text":
+        raise CorpusError(attached.pdf, f"{found.detail} (--strict stops at an unreadable PDF)")
+    if attached.paper.abstract:
+        read.notes.append(DroppedField(found.path, found.line, "file", f"{found.detail}; its abstract was ingested"))
+        return attached.paper
+    read.late_skips += 1
+    read.passed_over.append(found)
+    return None
+
+
+def _version(entry: Paper | Attached) -> str:
+    return entry.version() if isinstance(entry, Attached) else entry.content_hash
 
 
 def ingest(
@@ -247,12 +286,14 @@ def ingest(
     prune: bool = False,
     strict: bool = False,
     on_progress: Callable[[IngestProgress], None] | None = None,
+    zotero: ZoteroSelection = WHOLE_LIBRARY,
 ) -> IngestReport:
     """Ingest a corpus file, a PDF or a folder of them (export files and PDFs mixed, read recursively); with
     ``prune``, also remove the collection's papers that ``path`` no longer holds. A malformed file, or settings whose
     embedder or chunking differ from the collection's, are rejected before the store is touched. A malformed entry
     among good ones in a reference-manager export, and a PDF that cannot be read, are skipped and reported, unless
-    ``strict``. ``on_progress`` hears of each stage and batch."""
+    ``strict``. ``on_progress`` hears of each stage and batch. A Zotero data directory is read as ``zotero`` says;
+    an entry's PDF (a Zotero attachment, an export's file field) is read only when the entry or the file changed."""
     started = time.perf_counter()
     tell = on_progress or (lambda _: None)
     tell(IngestProgress("reading", 0, 0))
@@ -260,7 +301,9 @@ def ingest(
     if stored is not None:
         check_compatible(stored, settings)
     files, unsupported = corpus_files(path, fmt)
-    read = _read_all(files, settings, strict, progress, tell, Path(path))
+    if zotero != WHOLE_LIBRARY and [fmt for _, fmt in files] != ["zotero"]:
+        raise CorpusError(Path(path), "is not a Zotero data directory: --zotero-collection and --zotero-types need one")
+    read = _read_all(files, settings, strict, progress, tell, Path(path), zotero)
     ids = read.ids
 
     embedder: BaseEmbedding | None = None  # loaded only when something needs embedding: re-ingests stay fast
@@ -274,44 +317,52 @@ def ingest(
     bar = tqdm(total=len(ids), unit="paper", desc=f"ingest {Path(path).name}", disable=None if progress else True)
     done = 0
     tell(IngestProgress("embedding", done, len(ids)))
-    for batch in _batched(_unique(_papers(files, read), set()), settings.ingest.batch_papers):
-        todo: list[BaseNode] = []
-        replaced: list[str] = []
-        for paper in batch:
-            version = f"{paper.content_hash}:{version_suffix}"
-            state = known.get(paper.paper_id)
-            if state is not None and state.complete and state.content_hash == version:
-                skipped += 1
-                chunks += state.n_chunks
-                continue
-            if state is not None:
-                replaced.append(paper.paper_id)
-            if state is not None and state.complete:
-                updated += 1
-            else:
-                added += 1  # new, or half-written by a run that died: not whole in the store before
-            if paper.file:  # kept before its rows are written: a paper in the store always has its PDF
-                kept_files.mkdir(parents=True, exist_ok=True)
-                if not (kept_files / paper.file).is_file():
-                    shutil.copyfile(read.pdf_files[paper.file], kept_files / f".{paper.file}.part")
-                    os.replace(kept_files / f".{paper.file}.part", kept_files / paper.file)
-            nodes = paper_nodes(paper, splitter, version)
-            todo.extend(nodes)
-            chunks += len(nodes)
-            final[paper.paper_id] = PaperState(version, len(nodes), present=len(nodes))
-        if todo:
-            embedder = embedder or build_embedder(settings)
-            vectors = embedder.get_text_embedding_batch([n.get_content(MetadataMode.EMBED) for n in todo])
-            for node, vector in zip(todo, vectors, strict=True):
-                node.embedding = vector
-            if stored is None:
-                stored = create_collection(settings, connect(settings), dimension=len(vectors[0]))
-            if replaced:
-                _delete_papers(stored, replaced)
-            ChromaVectorStore(chroma_collection=stored.collection).add(todo)
-        bar.update(len(batch))
-        done += len(batch)
-        tell(IngestProgress("embedding", done, len(ids)))
+    with PdfReader(settings.pdf) as pdf_reader:  # its worker starts at the first entry whose PDF must be read
+        for batch in _batched(_unique(_papers(files, read, zotero), set()), settings.ingest.batch_papers):
+            todo: list[BaseNode] = []
+            replaced: list[str] = []
+            for entry in batch:
+                version = f"{_version(entry)}:{version_suffix}"
+                state = known.get(entry.paper_id)
+                if state is not None and state.complete and state.content_hash == version:
+                    skipped += 1
+                    chunks += state.n_chunks
+                    continue
+                if isinstance(entry, Attached):
+                    with_text = _with_text(entry, pdf_reader, read, strict)
+                    if with_text is None:
+                        continue
+                    paper = with_text
+                else:
+                    paper = entry
+                if state is not None:
+                    replaced.append(paper.paper_id)
+                if state is not None and state.complete:
+                    updated += 1
+                else:
+                    added += 1  # new, or half-written by a run that died: not whole in the store before
+                if paper.file:  # kept before its rows are written: a paper in the store always has its PDF
+                    kept_files.mkdir(parents=True, exist_ok=True)
+                    if not (kept_files / paper.file).is_file():
+                        shutil.copyfile(read.pdf_files[paper.file], kept_files / f".{paper.file}.part")
+                        os.replace(kept_files / f".{paper.file}.part", kept_files / paper.file)
+                nodes = paper_nodes(paper, splitter, version)
+                todo.extend(nodes)
+                chunks += len(nodes)
+                final[paper.paper_id] = PaperState(version, len(nodes), present=len(nodes))
+            if todo:
+                embedder = embedder or build_embedder(settings)
+                vectors = embedder.get_text_embedding_batch([n.get_content(MetadataMode.EMBED) for n in todo])
+                for node, vector in zip(todo, vectors, strict=True):
+                    node.embedding = vector
+                if stored is None:
+                    stored = create_collection(settings, connect(settings), dimension=len(vectors[0]))
+                if replaced:
+                    _delete_papers(stored, replaced)
+                ChromaVectorStore(chroma_collection=stored.collection).add(todo)
+            bar.update(len(batch))
+            done += len(batch)
+            tell(IngestProgress("embedding", done, len(ids)))
     bar.close()
 
     removed = sorted(set(known) - ids) if prune else []
@@ -327,7 +378,7 @@ def ingest(
     if unsupported:
         reasons["unsupported"] = len(unsupported)
     return IngestReport(
-        papers=len(ids),
+        papers=len(ids) - read.late_skips,
         chunks=chunks,
         added=added,
         skipped=skipped,
@@ -339,13 +390,13 @@ def ingest(
         seconds=round(time.perf_counter() - started, 2),
         skipped_no_abstract=reasons["no_abstract"],
         skipped_malformed=reasons["malformed"],
-        problems=[f"skipped {entry}" for entry in passed_over if entry.reason != "no_abstract"]
+        problems=[f"skipped {entry}" for entry in passed_over if entry.reason not in COUNTED_ONLY]
         + [f"skipped {file}: not a PDF or an export file, passed over" for file in unsupported]
         + [str(note) for note in read.notes],
         dropped_fields=sum(isinstance(note, DroppedField) for note in read.notes),
-        full_text=len(read.full_texts),
-        pages=sum(pages_of(paper) for paper in read.full_texts),
-        passages=sum(len(paper.passages) for paper in read.full_texts),
+        full_text=read.full_text,
+        pages=read.pages,
+        passages=read.passages,
         skipped_by_reason=dict(reasons),
     )
 

@@ -10,7 +10,7 @@ import json
 import re
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -143,7 +143,7 @@ class Skipped:
 
     path: Path
     line: int
-    reason: Literal["no_abstract", "malformed", "no_text", "unreadable"]
+    reason: Literal["no_abstract", "malformed", "no_text", "unreadable", "note", "trashed", "not_a_paper"]
     detail: str
 
     def __str__(self) -> str:
@@ -173,7 +173,39 @@ class DroppedField(FieldNote):
         return f"{super().__str__()}: dropped"
 
 
-Entry = Paper | Skipped | FieldNote  # a DroppedField is a FieldNote
+@dataclass(frozen=True)
+class Attached:
+    """A reference-manager entry with its PDF on disk (a Zotero item, a BibTeX ``file`` field): a paper whose full
+    text is read only when ingest needs it, that is when the entry or the file changed since the last ingest.
+    ``title_from_pdf``: the entry is the PDF alone (a Zotero attachment without a parent item), so the PDF's own
+    title, authors and DOI stand in for the entry's."""
+
+    paper: Paper
+    pdf: Path
+    title_from_pdf: bool = False
+
+    @property
+    def paper_id(self) -> str:
+        return self.paper.paper_id
+
+    def version(self) -> str:
+        """Changes when the entry or its file changes, known without reading the PDF (its size and time suffice, as
+        for a build tool)."""
+        stat = self.pdf.stat()
+        payload = [self.paper.content_hash, str(self.pdf), stat.st_size, stat.st_mtime_ns, self.title_from_pdf]
+        return hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:16]
+
+    def with_text(self, read: Paper) -> Paper:
+        """The entry with the PDF's text: the entry's metadata and abstract (the PDF's abstract when the entry has
+        none), then the PDF's body passages with their pages."""
+        abstract = self.paper.passages if self.paper.abstract else read.passages[:1] if read.abstract else ()
+        paper = replace(self.paper, passages=abstract + read.body, file=read.file)
+        if self.title_from_pdf:
+            paper = replace(paper, title=read.title, authors=read.authors or paper.authors, doi=read.doi or paper.doi)
+        return paper
+
+
+Entry = Paper | Attached | Skipped | FieldNote  # a DroppedField is a FieldNote
 
 
 def normalise_title(title: str) -> str:
@@ -229,11 +261,12 @@ def make_paper(
     abstract_page: int | None = None,
     file: str | None = None,
     dropped: list[DroppedField] | None = None,
+    body_follows: bool = False,
 ) -> Paper:
     """Validate and normalise one record. ``keep_id`` keeps a given id verbatim (BEIR qrels refer to it). Otherwise
     the id is the DOI (arXiv's own DOI as the arXiv id), else the arXiv id in the given id or URL, else the given id,
     else the title's hash: so the same paper from two exports is one paper. A full text (``body``, read from
-    ``file``) may come without an abstract.
+    ``file``) may come without an abstract, as may an entry whose PDF is read later (``body_follows``).
 
     A field that cannot be read (a year of "n.d.", a DOI that is not one, authors of the wrong type) is left out and
     recorded in ``dropped`` when it is a list, so that a reference-manager quirk costs the field, not the paper; with
@@ -241,7 +274,7 @@ def make_paper(
     path, line = where
     if not isinstance(title, str) or not title.strip():
         raise CorpusError(path, "record has no title", line)
-    if not body and (not isinstance(abstract, str) or not abstract.strip()):
+    if not body and not body_follows and (not isinstance(abstract, str) or not abstract.strip()):
         raise CorpusError(path, "record has no abstract/text", line)
     title, abstract = clean(title), clean(abstract) if isinstance(abstract, str) else ""
     if len(title) > MAX_TITLE_CHARS:

@@ -82,7 +82,7 @@ def ingested(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         (["ingest", "{odd}"], "{odd}:3: title without an abstract (odd number of lines)"),
         (
             ["ingest", "{small}", "--format", "xml"],
-            "--format 'xml' is not one of auto, seed, jsonl, csv, beir, arxiv, bibtex, ris, csljson, pdf",
+            "--format 'xml' is not one of auto, seed, jsonl, csv, beir, arxiv, bibtex, ris, csljson, zotero, pdf",
         ),
         (
             ["ingest", "{small}", "--collection", "../etc"],

@@ -11,7 +11,7 @@ import pytest
 from fpdf import FPDF
 
 from rag.papers import ABSTRACT, Paper, Skipped
-from rag.readers.pdf import file_digest, read_pdf, read_pdfs
+from rag.readers.pdf import _join, file_digest, read_pdf, read_pdfs
 from rag.settings import PdfSettings, Settings
 from tests.pdfs import (
     encrypted_pdf,
@@ -151,6 +151,20 @@ def test_ligatures_become_letters_and_broken_words_are_rejoined_but_compounds_ke
     assert "Our experiments use self-attention, as self-attention is cheap." in text
     tex_broken = re.findall(r"\b[a-z]+- [a-z]+", text)
     assert not tex_broken and "\x02" not in text
+
+
+@pytest.mark.parametrize(
+    ("lines", "vocabulary", "text"),
+    [
+        (["an effi-", "cient map"], set(), "an efficient map"),
+        (["uses self-", "attention"], {"self-attention"}, "uses self-attention"),  # printed unbroken elsewhere
+        (["the mixture-of-", "experts model"], set(), "the mixture-of-experts model"),  # TeX breaks it at a hyphen
+    ],
+)
+def test_a_line_end_hyphen_is_joined_inside_a_word_and_kept_in_a_compound(
+    lines: list[str], vocabulary: set[str], text: str
+) -> None:
+    assert _join(lines, vocabulary) == text
 
 
 def test_running_header_page_numbers_and_references_are_left_out(papers: dict[str, Paper]) -> None:

@@ -15,6 +15,7 @@ from rag.errors import CorpusError
 from rag.papers import (
     MAX_ABSTRACT_CHARS,
     MAX_TITLE_CHARS,
+    Attached,
     DroppedField,
     Entry,
     FieldNote,
@@ -33,6 +34,7 @@ from rag.readers.csljson import read_csljson
 from rag.readers.ris import read_ris
 from rag.readers.seed import read_seed
 from rag.readers.tabular import read_csv, read_jsonl
+from rag.readers.zotero import DATABASE, WHOLE_LIBRARY, ZoteroSelection, is_data_dir, read_zotero
 
 __all__ = [
     "BUNDLED_CORPUS",
@@ -40,11 +42,14 @@ __all__ = [
     "FORMATS",
     "MAX_ABSTRACT_CHARS",
     "MAX_TITLE_CHARS",
+    "PASSED_OVER",
+    "Attached",
     "DroppedField",
     "Entry",
     "FieldNote",
     "Paper",
     "Skipped",
+    "ZoteroSelection",
     "arxiv_id",
     "corpus_files",
     "doi_of",
@@ -58,7 +63,7 @@ __all__ = [
     "title_id",
 ]
 
-Format = Literal["auto", "seed", "jsonl", "csv", "beir", "arxiv", "bibtex", "ris", "csljson"]
+Format = Literal["auto", "seed", "jsonl", "csv", "beir", "arxiv", "bibtex", "ris", "csljson", "zotero"]
 FORMATS: tuple[str, ...] = get_args(Format)
 BUNDLED_CORPUS = Path(__file__).parent.parent / "assets" / "trending_papers.txt"
 
@@ -135,12 +140,14 @@ def is_pdf(path: Path) -> bool:
 def corpus_files(path: Path, fmt: str = "auto") -> tuple[list[tuple[Path, str]], list[Path]]:
     """The files an ingest of ``path`` reads, each with its format ("pdf" for a PDF), and the files it passes over.
 
-    A file is read as given (a PDF by its content); a BEIR folder (``corpus.jsonl``) is one corpus; any other folder
-    is walked recursively in name order, taking PDFs and the export files EXPORT_SUFFIXES name, hidden files and
-    folders left out."""
+    A file is read as given (a PDF by its content); a BEIR folder (``corpus.jsonl``) is one corpus, and so is a Zotero
+    data directory (``zotero.sqlite``, or that file); any other folder is walked recursively in name order, taking PDFs
+    and the export files EXPORT_SUFFIXES name, hidden files and folders left out."""
     path = Path(path)
     if fmt not in (*FORMATS, "pdf"):
         raise CorpusError(path, f"unknown format {fmt!r}; choose one of {', '.join((*FORMATS, 'pdf'))}")
+    if fmt == "zotero" or (fmt == "auto" and (is_data_dir(path) or path.name == DATABASE)):
+        return [(path, "zotero")], []
     if not path.is_dir() or (path / "corpus.jsonl").is_file() or fmt == "beir":
         if fmt == "pdf" or (fmt == "auto" and path.is_file() and path.stat().st_size and is_pdf(path)):
             return [(path, "pdf")], []
@@ -161,11 +168,16 @@ def corpus_files(path: Path, fmt: str = "auto") -> tuple[list[tuple[Path, str]],
     return taken, passed
 
 
-def read_entries(path: Path, fmt: str = "auto", strict: bool = False) -> Iterator[Entry]:
-    """Stream the papers of a corpus file (or BEIR folder) in the given or sniffed format, with the entries a
-    reader skipped; ``strict`` turns a malformed entry into an error instead of a skip."""
+def read_entries(
+    path: Path, fmt: str = "auto", strict: bool = False, zotero: ZoteroSelection = WHOLE_LIBRARY
+) -> Iterator[Entry]:
+    """Stream the papers of a corpus file (or BEIR folder, or Zotero data directory: what of it ``zotero`` says) in
+    the given or sniffed format, with the entries a reader skipped; ``strict`` turns a malformed entry into an error
+    instead of a skip."""
     if fmt not in FORMATS:
         raise CorpusError(path, f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if fmt == "zotero":
+        return _checked(Path(path), read_zotero(Path(path), zotero), strict)
     if fmt == "auto" and Path(path).is_dir():
         fmt = "beir"  # a folder is a BEIR benchmark: its corpus.jsonl is read with BEIR's ids
     path = resolve_path(Path(path), fmt)
@@ -175,8 +187,17 @@ def read_entries(path: Path, fmt: str = "auto", strict: bool = False) -> Iterato
 
 
 def read_corpus(path: Path, fmt: str = "auto") -> Iterator[Paper]:
-    """Stream the papers of a corpus file, passing over the entries a reader skipped."""
-    return (entry for entry in read_entries(path, fmt) if isinstance(entry, Paper))
+    """Stream the papers of a corpus file, passing over the entries a reader skipped (and the PDFs entries name:
+    ingest reads those)."""
+    for entry in read_entries(path, fmt):
+        if isinstance(entry, Paper):
+            yield entry
+        elif isinstance(entry, Attached) and entry.paper.passages:
+            yield entry.paper
+
+
+# What a library holds that is not a paper (or not one asked for): passed over and counted, never an error.
+PASSED_OVER = frozenset({"note", "trashed", "not_a_paper"})
 
 
 def _checked(path: Path, entries: Iterable[Entry], strict: bool) -> Iterator[Entry]:
@@ -185,7 +206,7 @@ def _checked(path: Path, entries: Iterable[Entry], strict: bool) -> Iterator[Ent
     papers = no_abstract = 0
     malformed: Skipped | None = None
     for entry in entries:
-        if isinstance(entry, Paper):
+        if isinstance(entry, Paper | Attached):
             papers += 1
         elif isinstance(entry, FieldNote):
             if strict and isinstance(entry, DroppedField):
@@ -193,7 +214,7 @@ def _checked(path: Path, entries: Iterable[Entry], strict: bool) -> Iterator[Ent
                 raise CorpusError(path, detail, entry.line)
         elif entry.reason == "no_abstract":
             no_abstract += 1
-        else:
+        elif entry.reason not in PASSED_OVER:
             if strict:
                 raise CorpusError(path, f"{entry.detail} (--strict stops at a malformed entry)", entry.line)
             malformed = malformed or entry

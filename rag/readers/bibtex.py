@@ -20,10 +20,19 @@ from pylatexenc.latex2text import LatexNodes2Text, MacroTextSpec, SpecialsTextSp
 
 from rag.errors import CorpusError
 from rag.papers import DroppedField, Entry, FieldNote, Skipped, arxiv_id, clean, make_paper
-from rag.readers.exports import CitationKeys, arxiv_in_note, keyword_list, line_records
+from rag.readers.exports import (
+    CitationKeys,
+    arxiv_in_note,
+    bibtex_files,
+    first_pdf,
+    keyword_list,
+    line_records,
+    with_pdf,
+)
 
 _ENTRY_START = re.compile(r"@\s*([A-Za-z][\w-]*)\s*[{(]\s*([^,\s{}()]*)")
-_VERBATIM = ("url", "doi", "eprint")  # not LaTeX: '%' and '~' in a URL are not a comment and a space
+# Not LaTeX: '%' and '~' in a URL are not a comment and a space, '\' in a file path is a folder separator.
+_VERBATIM = ("url", "doi", "eprint", "file")
 _VENUES = ("journal", "journaltitle", "booktitle", "school", "institution", "publisher")
 _LATEX = re.compile(r"[\\{}$~%&#^_]|!`|\?`")  # what makes a field value LaTeX rather than plain text
 _RUNS_ON = re.compile(r"\n\s*[A-Za-z][\w-]*\s*=\s*[{\"]")  # a field value that swallowed the next field
@@ -159,12 +168,15 @@ def _shape_problem(entry: BibEntry, library: Library) -> str | None:
 
 
 def _entries(path: Path, line: int, label: str, entry: BibEntry) -> Iterator[Entry]:
-    """The entry's paper, after the fields it was read without or read with a note; or why it was skipped."""
+    """The entry's paper (with the PDF its ``file`` field names, when that is on disk), after the fields it was read
+    without or read with a note; or why it was skipped."""
     fields: dict[str, Any] = {f.key: f.value for f in entry.fields}
     verbatim: dict[str, str] = entry.parser_metadata.get("verbatim", {})
-    if not isinstance(fields.get("abstract"), str) or not fields["abstract"].strip():
+    pdf, dropped = first_pdf(bibtex_files(verbatim.get("file", "")), path, line, "file")
+    abstract = written if isinstance(written := fields.get("abstract"), str) else ""
+    if not abstract.strip() and pdf is None:
         title = f" ({clean(fields['title'])[:80]!r})" if isinstance(fields.get("title"), str) else ""
-        yield Skipped(path, line, "no_abstract", f"@{entry.entry_type}{{{entry.key}}}{title} has no abstract")
+        yield Skipped(path, line, "no_abstract", f"@{entry.entry_type}{{{entry.key}}}{title} has no abstract or PDF")
         return
     eprint = verbatim.get("eprint", "")
     archive = str(fields.get("archiveprefix") or fields.get("eprinttype") or "arxiv").lower()
@@ -173,14 +185,13 @@ def _entries(path: Path, line: int, label: str, entry: BibEntry) -> Iterator[Ent
     )
     names = fields.get("author")
     authors = [name.merge_first_name_first for name in names if isinstance(name, NameParts)] if names else []
-    dropped: list[DroppedField] = []
     if unsplit := entry.parser_metadata.get("unsplit_authors"):
         dropped.append(DroppedField(path, line, "author", unsplit))
     try:
         paper = make_paper(
             (path, line),
             title=fields.get("title"),
-            abstract=fields["abstract"],
+            abstract=abstract,
             paper_id=f"arxiv:{found}" if found else entry.key,
             authors=authors,
             year=fields.get("year") or fields.get("date"),
@@ -190,6 +201,7 @@ def _entries(path: Path, line: int, label: str, entry: BibEntry) -> Iterator[Ent
             doi=verbatim.get("doi"),
             kind=entry.entry_type,
             dropped=dropped,
+            body_follows=pdf is not None,
         )
     except CorpusError as error:  # no title, or one too long: this entry, not the file
         reason = str(error).removeprefix(f"{path}:{line}: ")
@@ -198,4 +210,4 @@ def _entries(path: Path, line: int, label: str, entry: BibEntry) -> Iterator[Ent
     if entry.parser_metadata.get("semicolons") and authors:
         yield FieldNote(path, line, "author", f"names separated by ';' (Mendeley) read as {len(authors)} names")
     yield from dropped
-    yield paper
+    yield with_pdf(paper, pdf)

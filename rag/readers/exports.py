@@ -3,12 +3,13 @@ bookkeeping, arXiv ids in notes and keyword lists."""
 
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 from rag.errors import CorpusError
-from rag.papers import arxiv_id
+from rag.papers import Attached, DroppedField, Entry, Paper, arxiv_id
 
 # One reference-manager entry is a few kB even with a long abstract: a larger one is not an export (or an entry that
 # never closes), and stopping there keeps a 200 MB blob from being read whole.
@@ -104,3 +105,76 @@ def keyword_list(value: Any) -> list[str]:
     comma/semicolon-separated string."""
     items = value if isinstance(value, list) else re.split(r"[,;]", value) if isinstance(value, str) else []
     return [item.strip() for item in items if isinstance(item, str) and item.strip()]
+
+
+# How reference managers write a path inside BibTeX's ``file`` field: Zotero and JabRef escape '\', ';' and ':'
+# with a backslash; Mendeley writes LaTeX ("$\backslash$", "{\_}") and drops the leading '/' of a Linux path.
+_MENDELEY_LATEX = (("$\\backslash$", "\\"), ("{\\_}", "_"), ("\\_", "_"), ("{\\&}", "&"), ("\\&", "&"), ("{~}", "~"))
+_ESCAPED = re.compile(r"\\([\\;:])")  # an escaped backslash, ';' or ':' (a lone backslash is a Windows separator)
+_TOKEN = re.compile(r"\\[\\;:]|[;:]|[^;:\\]+|\\")
+
+
+def _split_unescaped(text: str, separator: str) -> list[str]:
+    """``text`` split at each ``separator`` that no backslash escapes, the escapes kept for the next split."""
+    parts = [""]
+    for token in _TOKEN.findall(text):
+        if token == separator:
+            parts.append("")
+        else:
+            parts[-1] += token
+    return parts
+
+
+def bibtex_files(value: str) -> list[str]:
+    """The PDF paths a BibTeX ``file`` field lists, as written: Zotero's ``Full Text:files/5/a.pdf:application/pdf``,
+    Mendeley's ``:home/me/a.pdf:pdf``, JabRef's ``:a.pdf:PDF``, Better BibTeX's bare paths; several joined by ';'."""
+    for latex, plain in _MENDELEY_LATEX:
+        value = value.replace(latex, plain)
+    found = []
+    for item in _split_unescaped(value, ";"):
+        parts = [_ESCAPED.sub(r"\1", part) for part in _split_unescaped(item.strip(), ":")]
+        if len(parts) == 1:
+            path, kind = parts[0], ""
+        elif len(parts) == 2:  # "C:\papers\a.pdf" unescaped, or "description:path"
+            path, kind = (":".join(parts), "") if len(parts[0]) == 1 and parts[0].isalpha() else (parts[1], "")
+        else:
+            path, kind = ":".join(parts[1:-1]), parts[-1]
+        path = path.strip()
+        if path and ("pdf" in kind.lower() or path.lower().endswith(".pdf")):
+            found.append(path)
+    return found
+
+
+def locate(written: str, export: Path) -> Path | None:
+    """Where a path an export names is on disk: absolute, relative to the export file's folder, or a Linux path that
+    lost its leading '/' (Mendeley); a ``file://`` URL too. None when it is not there."""
+    if written.startswith("file://"):
+        written = unquote(urlparse(written).path)
+    path = Path(written).expanduser()
+    candidates = [path] if path.is_absolute() else [export.parent / path, Path("/") / path]
+    return next((candidate for candidate in candidates if candidate.is_file()), None)
+
+
+def first_pdf(written: Sequence[str], export: Path, line: int, field: str) -> tuple[Path | None, list[DroppedField]]:
+    """The first of the files an entry names that is a PDF on disk, and a dropped field for each one before it."""
+    missing: list[DroppedField] = []
+    for path in written:
+        found = locate(path, export)
+        if found is not None and _starts_as_pdf(found):
+            return found, missing
+        why = "is not a PDF" if found is not None else f"is not on disk (absolute, or relative to {export.parent})"
+        missing.append(DroppedField(export, line, field, f"{path!r} {why}"))
+    return None, missing
+
+
+def _starts_as_pdf(path: Path) -> bool:
+    try:
+        with path.open("rb") as handle:
+            return b"%PDF-" in handle.read(1024)
+    except OSError:
+        return False
+
+
+def with_pdf(paper: Paper, pdf: Path | None) -> Entry:
+    """The paper, or the paper with its PDF to read when there is one."""
+    return paper if pdf is None else Attached(paper, pdf)

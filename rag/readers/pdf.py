@@ -27,7 +27,8 @@ Reading rules, in the order they apply:
 - Ligatures (ﬁ ﬂ ﬀ ﬃ ﬄ ﬅ ﬆ) become letters; nothing else is normalised.
 - A word hyphenated at a line end is rejoined when the hyphen sits between lower-case letters, unless the document
   prints the hyphenated form unbroken elsewhere and never the joined one ("self-attention" stays): TeX breaks words
-  far more often than a compound happens to fall on a line end.
+  far more often than a compound happens to fall on a line end. TeX never breaks a word that already holds a hyphen
+  but at that hyphen, so "mixture-of-" + "experts" stays "mixture-of-experts".
 """
 
 from __future__ import annotations
@@ -239,6 +240,7 @@ def _join(lines: list[str], vocabulary: set[str]) -> str:
             left = _TRAILING_LETTERS.search(head[-64:]).group()  # type: ignore[union-attr]  # it may match ""
             right = _LEADING_LETTERS.match(line).group()  # type: ignore[union-attr]
             compound = f"{left}-{right}".lower() in vocabulary and (left + right).lower() not in vocabulary
+            compound = compound or head[: len(head) - len(left)].endswith("-")  # "mixture-of-" + "experts"
             joinable = left[-1:].islower() and right[:1].islower() and not compound
             pieces[-1] = head if joinable else f"{head}-"
             pieces.append(line)
@@ -430,14 +432,29 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+class PdfReader:
+    """Reads PDFs one at a time, as a caller comes to them, through one worker process started at the first PDF and
+    stopped when the reader closes."""
+
+    def __init__(self, settings: PdfSettings) -> None:
+        self._worker = _Worker(settings)
+
+    def read(self, path: Path) -> Entry:
+        """The PDF as a Paper, or a Skipped saying why it could not be read."""
+        return _entry(Path(path), self._worker.read(Path(path)))
+
+    def __enter__(self) -> PdfReader:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._worker.close()
+
+
 def read_pdfs(paths: Iterable[Path], settings: PdfSettings) -> Iterator[Entry]:
     """Each PDF as a Paper or a Skipped, in order, all read by one worker process (replaced when one fails)."""
-    worker = _Worker(settings)
-    try:
+    with PdfReader(settings) as reader:
         for path in paths:
-            yield _entry(Path(path), worker.read(Path(path)))
-    finally:
-        worker.close()
+            yield reader.read(path)
 
 
 def read_pdf(path: Path, settings: PdfSettings | None = None) -> Entry:

@@ -8,12 +8,13 @@ from typing import Any
 import rispy
 
 from rag.errors import CorpusError
-from rag.papers import DroppedField, Entry, Skipped, clean, make_paper
-from rag.readers.exports import CitationKeys, arxiv_in_note, keyword_list, line_records, short_key
+from rag.papers import Entry, Skipped, clean, make_paper
+from rag.readers.exports import CitationKeys, arxiv_in_note, first_pdf, keyword_list, line_records, short_key, with_pdf
 from rag.readers.records import first
 
 _START = re.compile(r"TY  -")
 _END = re.compile(r"ER  -")
+_LIST_TAGS = [*rispy.LIST_TYPE_TAGS, "L1", "L2"]  # an entry's files: Zotero writes one L1 line for each PDF
 # RIS reference types as BibTeX entry types (Paper.kind); every other type (preprints, web pages…) is misc.
 _KINDS = {
     **dict.fromkeys(("JOUR", "EJOUR", "JFULL"), "article"),
@@ -30,7 +31,7 @@ def read_ris(path: Path) -> Iterator[Entry]:
     records = 0
     for line, text in line_records(path, _START, _END):
         records += 1
-        parsed = rispy.loads(text)
+        parsed = rispy.loads(text, list_tags=_LIST_TAGS)
         if not parsed:  # rispy keeps a record only once its ER line is read
             yield Skipped(path, line, "malformed", "RIS record has no end line (ER  - ) before the next one starts")
             continue
@@ -41,14 +42,17 @@ def read_ris(path: Path) -> Iterator[Entry]:
         if key := short_key(record.get("id")):
             keys.check(key, line, text)
             label += f" {key!r}"
+        files = [*(record.get("file_attachments1") or []), *(record.get("file_attachments2") or [])]
+        pdf, dropped = first_pdf([f for f in files if f.lower().endswith(".pdf")], path, line, "L1")
         abstract = first(record, "abstract", "notes_abstract")
         if not isinstance(abstract, str) or not abstract.strip():
-            yield Skipped(path, line, "no_abstract", f"{label} has no abstract (AB)")
-            continue
+            if pdf is None:
+                yield Skipped(path, line, "no_abstract", f"{label} has no abstract (AB) or PDF (L1)")
+                continue
+            abstract = ""
         unknown: dict[str, list[str]] = record.get("unknown_tag") or {}
         found = arxiv_in_note(record.get("notes"), record.get("note"), record.get("accession_number"))
         urls = record.get("urls") or []
-        dropped: list[DroppedField] = []
         try:
             paper = make_paper(
                 (path, line),
@@ -65,13 +69,14 @@ def read_ris(path: Path) -> Iterator[Entry]:
                 doi=record.get("doi"),
                 kind=_KINDS.get(str(record.get("type_of_reference", "")).upper(), "misc"),
                 dropped=dropped,
+                body_follows=pdf is not None,
             )
         except CorpusError as error:  # no title, or one too long: this record, not the file
             reason = str(error).removeprefix(f"{path}:{line}: ")
             yield Skipped(path, line, "malformed", f"{label} is malformed: {reason}")
             continue
         yield from dropped
-        yield paper
+        yield with_pdf(paper, pdf)
     if not records:
         raise CorpusError(path, "no RIS records (no line starts with 'TY  - '): not a RIS file")
 
