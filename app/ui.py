@@ -15,7 +15,7 @@ import shutil
 import threading
 import zipfile
 from collections.abc import Iterator, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote
 
@@ -356,8 +356,9 @@ def _is_zip(path: Path) -> bool:
 
 
 def _unzip(archive: Path, folder: Path, limit_bytes: int) -> None:
-    """The zip's PDFs and export files, flattened into ``folder`` under numbered names (no member path is ever
-    used as one); bad input when it is not a zip or unpacks to more than ZIP_EXPANSION times the upload limit."""
+    """The zip's PDFs and export files, unpacked into ``folder`` under their own relative paths (so an exported
+    library's relative file fields still find its PDFs; a member path never leaves ``folder``); bad input when it is
+    not a zip or unpacks to more than ZIP_EXPANSION times the upload limit."""
     try:
         with zipfile.ZipFile(archive) as zipped:
             members = [
@@ -371,11 +372,24 @@ def _unzip(archive: Path, folder: Path, limit_bytes: int) -> None:
                     f"{ZIP_EXPANSION * limit_bytes / 1e6:.0f} MB"
                 )
             for i, info in enumerate(members):
-                name = re.sub(r"[^A-Za-z0-9._-]", "_", Path(info.filename).name)[-100:]
-                with zipped.open(info) as source, (folder / f"{i:04d}-{name}").open("wb") as target:
-                    shutil.copyfileobj(source, target)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError) as error:
+                target = _member_path(folder, info.filename, i)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zipped.open(info) as source, target.open("xb") as written:
+                    shutil.copyfileobj(source, written)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError, OSError) as error:
         raise BadInput(f"{archive.name} is not a readable zip ({error})") from None
+
+
+def _member_path(folder: Path, name: str, number: int) -> Path:
+    """Where the zip member ``name`` unpacks: its path with every part that could leave ``folder`` (a root, '..')
+    dropped and each part made a safe file name; numbered when that path is taken."""
+    parts = [
+        re.sub(r"[\x00-\x1f]", "_", part)[-150:]
+        for part in PurePosixPath(name.replace("\\", "/")).parts
+        if part not in ("/", ".", "..")
+    ]
+    target = folder.joinpath(*parts)
+    return target.with_name(f"{number:04d}-{target.name}") if target.exists() else target
 
 
 def _staged(uploads: Sequence[Path], limit_bytes: int) -> Path:
@@ -418,7 +432,8 @@ def ingest_upload(
         outcome: IngestReport | Exception
         try:
             with assistant.ingesting:
-                outcome = ingest(source, "auto", settings, progress=False, on_progress=events.put)
+                within = source if source.is_dir() else source.parent  # an upload reads no other file of the server
+                outcome = ingest(source, "auto", settings, progress=False, on_progress=events.put, pdfs_within=within)
         except Exception as error:  # re-raised in the caller's thread below
             outcome = error
         finally:

@@ -29,7 +29,7 @@ from rag import keyword_index
 from rag.embedding import build_embedder, embedder_id, local_embedder
 from rag.errors import CorpusError
 from rag.library import files_dir, open_stored
-from rag.papers import Attached, DroppedField, FieldNote, Paper, Skipped
+from rag.papers import Attached, DroppedField, Entry, FieldNote, Paper, Skipped
 from rag.readers import PASSED_OVER, WHOLE_LIBRARY, ZoteroSelection, corpus_files, read_entries
 from rag.readers.pdf import PdfReader, read_pdfs
 from rag.settings import Settings
@@ -194,6 +194,7 @@ def _read_all(
     tell: Callable[[IngestProgress], None],
     source: Path,
     zotero: ZoteroSelection,
+    pdfs_within: Path | None,
 ) -> _Read:
     """Validate every file (streaming) and read every PDF, so bad input never leaves a half-ingested store."""
     read = _Read()
@@ -204,7 +205,7 @@ def _read_all(
         skips: list[Skipped] = []
         notes: list[FieldNote] = []
         try:
-            for entry in read_entries(file, fmt, strict, zotero):
+            for entry in _confined(read_entries(file, fmt, strict, zotero), pdfs_within):
                 if isinstance(entry, Paper | Attached):
                     ids.append(entry.paper_id)
                     if isinstance(entry, Attached):
@@ -246,12 +247,31 @@ def _read_all(
     return read
 
 
-def _papers(files: list[tuple[Path, str]], read: _Read, zotero: ZoteroSelection) -> Iterator[Paper | Attached]:
+def _papers(
+    files: list[tuple[Path, str]], read: _Read, zotero: ZoteroSelection, pdfs_within: Path | None
+) -> Iterator[Paper | Attached]:
     """Pass 2: the export files' papers read again (streaming), then the full texts pass 1 kept."""
     for file, fmt in files:
         if fmt != "pdf" and file not in read.unread:
-            yield from (e for e in read_entries(file, fmt, zotero=zotero) if isinstance(e, Paper | Attached))
+            entries = _confined(read_entries(file, fmt, zotero=zotero), pdfs_within)
+            yield from (e for e in entries if isinstance(e, Paper | Attached))
     yield from read.full_texts
+
+
+def _confined(entries: Iterable[Entry], folder: Path | None) -> Iterator[Entry]:
+    """The entries with each PDF outside ``folder`` left unread (an uploaded library must not reach the server's
+    other files): its entry is kept with its abstract, or skipped when it has none."""
+    for entry in entries:
+        if folder is None or not isinstance(entry, Attached) or entry.pdf.resolve().is_relative_to(folder.resolve()):
+            yield entry
+            continue
+        path, line = entry.where
+        why = f"{str(entry.pdf)!r} is outside the uploaded files: not read"
+        if entry.paper.abstract:
+            yield DroppedField(path, line, "file", why)
+            yield entry.paper
+        else:
+            yield Skipped(path, line, "unreadable", f"{entry.paper.title!r} has no abstract and its PDF {why}")
 
 
 def _with_text(attached: Attached, reader: PdfReader, read: _Read, strict: bool) -> Paper | None:
@@ -287,13 +307,15 @@ def ingest(
     strict: bool = False,
     on_progress: Callable[[IngestProgress], None] | None = None,
     zotero: ZoteroSelection = WHOLE_LIBRARY,
+    pdfs_within: Path | None = None,
 ) -> IngestReport:
     """Ingest a corpus file, a PDF or a folder of them (export files and PDFs mixed, read recursively); with
     ``prune``, also remove the collection's papers that ``path`` no longer holds. A malformed file, or settings whose
     embedder or chunking differ from the collection's, are rejected before the store is touched. A malformed entry
     among good ones in a reference-manager export, and a PDF that cannot be read, are skipped and reported, unless
     ``strict``. ``on_progress`` hears of each stage and batch. A Zotero data directory is read as ``zotero`` says;
-    an entry's PDF (a Zotero attachment, an export's file field) is read only when the entry or the file changed."""
+    an entry's PDF (a Zotero attachment, an export's file field) is read only when the entry or the file changed,
+    and, given ``pdfs_within`` (an upload's folder), only when it lies in that folder."""
     started = time.perf_counter()
     tell = on_progress or (lambda _: None)
     tell(IngestProgress("reading", 0, 0))
@@ -303,7 +325,7 @@ def ingest(
     files, unsupported = corpus_files(path, fmt)
     if zotero != WHOLE_LIBRARY and [fmt for _, fmt in files] != ["zotero"]:
         raise CorpusError(Path(path), "is not a Zotero data directory: --zotero-collection and --zotero-types need one")
-    read = _read_all(files, settings, strict, progress, tell, Path(path), zotero)
+    read = _read_all(files, settings, strict, progress, tell, Path(path), zotero, pdfs_within)
     ids = read.ids
 
     embedder: BaseEmbedding | None = None  # loaded only when something needs embedding: re-ingests stay fast
@@ -318,7 +340,7 @@ def ingest(
     done = 0
     tell(IngestProgress("embedding", done, len(ids)))
     with PdfReader(settings.pdf) as pdf_reader:  # its worker starts at the first entry whose PDF must be read
-        for batch in _batched(_unique(_papers(files, read, zotero), set()), settings.ingest.batch_papers):
+        for batch in _batched(_unique(_papers(files, read, zotero, pdfs_within), set()), settings.ingest.batch_papers):
             todo: list[BaseNode] = []
             replaced: list[str] = []
             for entry in batch:

@@ -4,12 +4,16 @@ library plus loose PDFs."""
 
 import json
 import shutil
+import zipfile
 from pathlib import Path
 
 import pytest
 
+from app.ui import ingest_upload
+from rag.assistant import Assistant
+from rag.ingest import IngestReport
 from rag.readers.exports import bibtex_files
-from tests.conftest import cli
+from tests.conftest import cli, make_settings
 from tests.pdfs import latex_paper
 
 ROUTER = "Sparse Expert Routing for Protein Language Models"
@@ -136,3 +140,37 @@ def test_strict_still_fails_on_a_file_that_is_not_there(pdfs: dict[str, Path], t
     result = cli("ingest", str(folder / "Exported Items.bib"), "--strict", env=env)
     assert result.exit_code == 2 and "field 'file'" in result.output and "--strict" in result.output
     assert json.loads(cli("collections", "list", "--json", env=env).stdout) == []
+
+
+def test_an_uploaded_library_reads_its_own_pdfs_and_no_other_file_of_the_server(
+    pdfs: dict[str, Path], tmp_path: Path
+) -> None:
+    server_pdf = tmp_path / "server" / "private.pdf"  # a PDF on the server, named by absolute path in the upload
+    server_pdf.parent.mkdir()
+    shutil.copyfile(pdfs["kernels"], server_pdf)
+    bib = (
+        f"@article{{inside,\n  title = {{{ROUTER}}},\n  file = {{Full Text PDF:files/1/router.pdf:application/pdf}}\n}}\n"
+        f"@article{{outside,\n  title = {{Kernels}},\n  abstract = {{Kernels, abstract only.}},\n"
+        f"  file = {{{server_pdf}}}\n}}\n"
+        f"@article{{bare,\n  title = {{No Abstract}},\n  file = {{{server_pdf}}}\n}}\n"
+    )
+    archive = tmp_path / "library.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("library.bib", bib)
+        zipped.write(pdfs["router"], "files/1/router.pdf")
+    upload = tmp_path / "uploads" / "1a2b" / "library.zip"  # where Gradio puts an upload: a folder of its own
+    upload.parent.mkdir(parents=True)
+    shutil.copyfile(archive, upload)
+    assistant = Assistant(make_settings(tmp_path / "data", llm={"provider": "none"}))
+    report = list(ingest_upload(assistant, [upload], "mine"))[-1]
+    assert isinstance(report, IngestReport)
+    assert (report.papers, report.full_text) == (2, 1)  # the router with its PDF; the kernels entry with its abstract
+    assert report.skipped_by_reason == {"unreadable": 1}  # the entry with neither an abstract nor a PDF it may read
+    assert sum("outside the uploaded files" in problem for problem in report.problems) == 2
+    assert ":5: field 'file'" in next(p for p in report.problems if "field 'file'" in p)  # file and line named
+    env = {"RAG_DATA_DIR": str(tmp_path / "data")}
+    found = json.loads(
+        cli("search", "score matrix in fast on-chip memory", "--collection", "mine", "--json", env=env).stdout
+    )
+    assert [hit.get("page") for hit in found if hit["title"] == "Kernels"] == [None]  # its abstract; no page of the PDF
+    assert server_pdf.is_file()  # read by nobody, removed by nobody

@@ -210,4 +210,4 @@ def _entries(path: Path, line: int, label: str, entry: BibEntry) -> Iterator[Ent
     if entry.parser_metadata.get("semicolons") and authors:
         yield FieldNote(path, line, "author", f"names separated by ';' (Mendeley) read as {len(authors)} names")
     yield from dropped
-    yield with_pdf(paper, pdf)
+    yield with_pdf(paper, pdf, (path, line))

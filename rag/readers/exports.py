@@ -175,6 +175,6 @@ def _starts_as_pdf(path: Path) -> bool:
         return False
 
 
-def with_pdf(paper: Paper, pdf: Path | None) -> Entry:
+def with_pdf(paper: Paper, pdf: Path | None, where: tuple[Path, int]) -> Entry:
     """The paper, or the paper with its PDF to read when there is one."""
-    return paper if pdf is None else Attached(paper, pdf)
+    return paper if pdf is None else Attached(paper, pdf, where)

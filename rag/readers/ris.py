@@ -76,7 +76,7 @@ def read_ris(path: Path) -> Iterator[Entry]:
             yield Skipped(path, line, "malformed", f"{label} is malformed: {reason}")
             continue
         yield from dropped
-        yield with_pdf(paper, pdf)
+        yield with_pdf(paper, pdf, (path, line))
     if not records:
         raise CorpusError(path, "no RIS records (no line starts with 'TY  - '): not a RIS file")
 

@@ -353,7 +353,7 @@ class _Library:
             yield Skipped(self.where, item, "malformed", f"{label}: {str(error).split(': ', 2)[-1]}")
             return
         yield from (DroppedField(d.path, d.line, d.field, f"{label}: {d.detail}") for d in dropped)
-        yield paper if pdf is None else Attached(paper, pdf)
+        yield paper if pdf is None else Attached(paper, pdf, where)
 
     def _standalone(
         self,
@@ -376,7 +376,7 @@ class _Library:
         paper = make_paper(
             (self.where, item), title=title, abstract="", paper_id=_item_id(key, library), body_follows=True
         )
-        yield Attached(paper, pdf, title_from_pdf=True)
+        yield Attached(paper, pdf, (self.where, item), title_from_pdf=True)
 
     def _pdf(self, files: list[tuple[str, int, str | None, str | None]]) -> tuple[Path | None, list[str]]:
         """The item's first PDF that is on disk, and why each PDF attachment before it could not be used."""
