@@ -29,7 +29,7 @@ from rag import keyword_index
 from rag.embedding import build_embedder, embedder_id, local_embedder
 from rag.errors import CorpusError
 from rag.library import files_dir, open_stored
-from rag.papers import Attached, DroppedField, Entry, FieldNote, Paper, Skipped
+from rag.papers import Attached, DroppedField, FieldNote, Paper, Skipped
 from rag.readers import PASSED_OVER, WHOLE_LIBRARY, ZoteroSelection, corpus_files, read_entries
 from rag.readers.pdf import PdfReader, read_pdfs
 from rag.settings import Settings
@@ -205,7 +205,7 @@ def _read_all(
         skips: list[Skipped] = []
         notes: list[FieldNote] = []
         try:
-            for entry in _confined(read_entries(file, fmt, strict, zotero), pdfs_within):
+            for entry in read_entries(file, fmt, strict, zotero, pdfs_within):
                 if isinstance(entry, Paper | Attached):
                     ids.append(entry.paper_id)
                     if isinstance(entry, Attached):
@@ -253,25 +253,9 @@ def _papers(
     """Pass 2: the export files' papers read again (streaming), then the full texts pass 1 kept."""
     for file, fmt in files:
         if fmt != "pdf" and file not in read.unread:
-            entries = _confined(read_entries(file, fmt, zotero=zotero), pdfs_within)
+            entries = read_entries(file, fmt, zotero=zotero, pdfs_within=pdfs_within)
             yield from (e for e in entries if isinstance(e, Paper | Attached))
     yield from read.full_texts
-
-
-def _confined(entries: Iterable[Entry], folder: Path | None) -> Iterator[Entry]:
-    """The entries with each PDF outside ``folder`` left unread (an uploaded library must not reach the server's
-    other files): its entry is kept with its abstract, or skipped when it has none."""
-    for entry in entries:
-        if folder is None or not isinstance(entry, Attached) or entry.pdf.resolve().is_relative_to(folder.resolve()):
-            yield entry
-            continue
-        path, line = entry.where
-        why = f"{str(entry.pdf)!r} is outside the uploaded files: not read"
-        if entry.paper.abstract:
-            yield DroppedField(path, line, "file", why)
-            yield entry.paper
-        else:
-            yield Skipped(path, line, "unreadable", f"{entry.paper.title!r} has no abstract and its PDF {why}")
 
 
 def _with_text(attached: Attached, reader: PdfReader, read: _Read, strict: bool) -> Paper | None:

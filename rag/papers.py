@@ -178,11 +178,10 @@ class Attached:
     """A reference-manager entry with its PDF on disk (a Zotero item, a BibTeX ``file`` field): a paper whose full
     text is read only when ingest needs it, that is when the entry or the file changed since the last ingest.
     ``title_from_pdf``: the entry is the PDF alone (a Zotero attachment without a parent item), so the PDF's own
-    title, authors and DOI stand in for the entry's. ``where``: the file and line (a Zotero item's id) that named it."""
+    title, authors and DOI stand in for the entry's."""
 
     paper: Paper
     pdf: Path
-    where: tuple[Path, int]
     title_from_pdf: bool = False
 
     @property

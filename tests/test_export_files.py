@@ -148,11 +148,14 @@ def test_an_uploaded_library_reads_its_own_pdfs_and_no_other_file_of_the_server(
     server_pdf = tmp_path / "server" / "private.pdf"  # a PDF on the server, named by absolute path in the upload
     server_pdf.parent.mkdir()
     shutil.copyfile(pdfs["kernels"], server_pdf)
+    server_text = server_pdf.with_name("notes.pdf")  # a file that is not a PDF, and one that does not exist
+    server_text.write_text("not a PDF")
+    probes = f"{server_pdf};{server_text};{server_pdf.with_name('absent.pdf')}"
     bib = (
         f"@article{{inside,\n  title = {{{ROUTER}}},\n  file = {{Full Text PDF:files/1/router.pdf:application/pdf}}\n}}\n"
         f"@article{{outside,\n  title = {{Kernels}},\n  abstract = {{Kernels, abstract only.}},\n"
         f"  file = {{{server_pdf}}}\n}}\n"
-        f"@article{{bare,\n  title = {{No Abstract}},\n  file = {{{server_pdf}}}\n}}\n"
+        f"@article{{bare,\n  title = {{No Abstract}},\n  file = {{{probes}}}\n}}\n"
     )
     archive = tmp_path / "library.zip"
     with zipfile.ZipFile(archive, "w") as zipped:
@@ -165,8 +168,10 @@ def test_an_uploaded_library_reads_its_own_pdfs_and_no_other_file_of_the_server(
     report = list(ingest_upload(assistant, [upload], "mine"))[-1]
     assert isinstance(report, IngestReport)
     assert (report.papers, report.full_text) == (2, 1)  # the router with its PDF; the kernels entry with its abstract
-    assert report.skipped_by_reason == {"unreadable": 1}  # the entry with neither an abstract nor a PDF it may read
-    assert sum("outside the uploaded files" in problem for problem in report.problems) == 2
+    assert report.skipped_by_reason == {"no_abstract": 1}  # the entry with neither an abstract nor a PDF it may read
+    # Every server path gets the same answer, so an upload cannot learn which of them exist or are PDFs.
+    assert sum("outside the uploaded files" in problem for problem in report.problems) == 4
+    assert not [problem for problem in report.problems if "not on disk" in problem or "not a PDF" in problem]
     assert ":5: field 'file'" in next(p for p in report.problems if "field 'file'" in p)  # file and line named
     env = {"RAG_DATA_DIR": str(tmp_path / "data")}
     found = json.loads(

@@ -202,6 +202,20 @@ def test_missing_unreadable_and_outside_pdfs_cost_the_pdf_not_the_paper(tmp_path
     assert report["dropped_fields"] == 4
 
 
+def test_an_uploaded_library_does_not_look_at_linked_files_outside_it(library: StandardLibrary, tmp_path: Path) -> None:
+    server_pdf = library.pdfs[library.keys["router"]]  # a PDF elsewhere on the server
+    uploaded = ZoteroLibrary(tmp_path / "upload" / "Zotero")
+    for name, target in (("A PDF", server_pdf), ("No file", server_pdf.with_name("absent.pdf"))):
+        item = uploaded.item("journalArticle", title=name, abstract="Linked to a file outside the upload.")
+        uploaded.link_file(item, str(target))
+    trusted = list(read_zotero(uploaded.root))
+    assert [type(entry) for entry in trusted if not isinstance(entry, DroppedField)] == [Attached, Paper]
+    confined = list(read_zotero(uploaded.root, pdfs_within=tmp_path / "upload"))
+    assert [type(entry) for entry in confined if not isinstance(entry, DroppedField)] == [Paper, Paper]
+    dropped = [entry.detail for entry in confined if isinstance(entry, DroppedField)]
+    assert len(dropped) == 2 and all("outside the uploaded files" in detail for detail in dropped)  # exists or not
+
+
 def test_a_locked_database_is_read_from_a_copy(library: StandardLibrary, tmp_path: Path) -> None:
     copy = tmp_path / "Zotero"
     shutil.copytree(library.zotero.root, copy)

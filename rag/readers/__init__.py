@@ -73,9 +73,12 @@ READERS: dict[str, Callable[[Path], Iterable[Entry]]] = {
     "csv": read_csv,
     "beir": read_beir,
     "arxiv": read_arxiv,
+    "csljson": read_csljson,
+}
+# The formats whose entries name PDF files, and so are told where those files may lie.
+PDF_NAMING_READERS: dict[str, Callable[[Path, Path | None], Iterable[Entry]]] = {
     "bibtex": read_bibtex,
     "ris": read_ris,
-    "csljson": read_csljson,
 }
 
 
@@ -169,20 +172,26 @@ def corpus_files(path: Path, fmt: str = "auto") -> tuple[list[tuple[Path, str]],
 
 
 def read_entries(
-    path: Path, fmt: str = "auto", strict: bool = False, zotero: ZoteroSelection = WHOLE_LIBRARY
+    path: Path,
+    fmt: str = "auto",
+    strict: bool = False,
+    zotero: ZoteroSelection = WHOLE_LIBRARY,
+    pdfs_within: Path | None = None,
 ) -> Iterator[Entry]:
     """Stream the papers of a corpus file (or BEIR folder, or Zotero data directory: what of it ``zotero`` says) in
     the given or sniffed format, with the entries a reader skipped; ``strict`` turns a malformed entry into an error
-    instead of a skip."""
+    instead of a skip. Given ``pdfs_within`` (an upload's folder), a PDF an entry names is looked for only there."""
     if fmt not in FORMATS:
         raise CorpusError(path, f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if fmt == "zotero":
-        return _checked(Path(path), read_zotero(Path(path), zotero), strict)
+        return _checked(Path(path), read_zotero(Path(path), zotero, pdfs_within), strict)
     if fmt == "auto" and Path(path).is_dir():
         fmt = "beir"  # a folder is a BEIR benchmark: its corpus.jsonl is read with BEIR's ids
     path = resolve_path(Path(path), fmt)
     if fmt == "auto":
         fmt = sniff_format(path)
+    if fmt in PDF_NAMING_READERS:
+        return _checked(path, PDF_NAMING_READERS[fmt](path, pdfs_within), strict)
     return _checked(path, READERS[fmt](path), strict)
 
 

@@ -123,7 +123,8 @@ _STACK = [
 ]
 
 
-def read_bibtex(path: Path) -> Iterator[Entry]:
+def read_bibtex(path: Path, pdfs_within: Path | None = None) -> Iterator[Entry]:
+    """The file's entries, each with the PDF its ``file`` field names (only inside ``pdfs_within``, when given)."""
     keys = CitationKeys(path)
     macros: list[Block] = []  # the @string definitions so far, which later entries may use
     blocks = 0
@@ -143,7 +144,7 @@ def read_bibtex(path: Path) -> Iterator[Entry]:
                 yield Skipped(path, line, "malformed", f"{label} is malformed: {problem}")
             else:  # @comment, @string and @preamble are blocks of their own, never entries
                 keys.check(entry.key, line, text)
-                yield from _entries(path, line, label, entry)
+                yield from _entries(path, line, label, entry, pdfs_within)
     if not blocks:
         raise CorpusError(path, "no BibTeX entries (no line starts with @type{key,): not a BibTeX file")
 
@@ -167,14 +168,15 @@ def _shape_problem(entry: BibEntry, library: Library) -> str | None:
     return None
 
 
-def _entries(path: Path, line: int, label: str, entry: BibEntry) -> Iterator[Entry]:
+def _entries(path: Path, line: int, label: str, entry: BibEntry, pdfs_within: Path | None) -> Iterator[Entry]:
     """The entry's paper (with the PDF its ``file`` field names, when that is on disk), after the fields it was read
     without or read with a note; or why it was skipped."""
     fields: dict[str, Any] = {f.key: f.value for f in entry.fields}
     verbatim: dict[str, str] = entry.parser_metadata.get("verbatim", {})
-    pdf, dropped = first_pdf(bibtex_files(verbatim.get("file", "")), path, line, "file")
+    pdf, dropped = first_pdf(bibtex_files(verbatim.get("file", "")), path, line, "file", pdfs_within)
     abstract = written if isinstance(written := fields.get("abstract"), str) else ""
     if not abstract.strip() and pdf is None:
+        yield from dropped  # why the PDFs it names could not be read
         title = f" ({clean(fields['title'])[:80]!r})" if isinstance(fields.get("title"), str) else ""
         yield Skipped(path, line, "no_abstract", f"@{entry.entry_type}{{{entry.key}}}{title} has no abstract or PDF")
         return
@@ -210,4 +212,4 @@ def _entries(path: Path, line: int, label: str, entry: BibEntry) -> Iterator[Ent
     if entry.parser_metadata.get("semicolons") and authors:
         yield FieldNote(path, line, "author", f"names separated by ';' (Mendeley) read as {len(authors)} names")
     yield from dropped
-    yield with_pdf(paper, pdf, (path, line))
+    yield with_pdf(paper, pdf)

@@ -145,24 +145,41 @@ def bibtex_files(value: str) -> list[str]:
     return found
 
 
-def locate(written: str, export: Path) -> Path | None:
-    """Where a path an export names is on disk: absolute, relative to the export file's folder, or a Linux path that
-    lost its leading '/' (Mendeley); a ``file://`` URL too. None when it is not there."""
+def _candidates(written: str, export: Path) -> list[Path]:
+    """Where a path an export names may be: absolute, relative to the export file's folder, or a Linux path that
+    lost its leading '/' (Mendeley); a ``file://`` URL too."""
     if written.startswith("file://"):
         written = unquote(urlparse(written).path)
     path = Path(written).expanduser()
-    candidates = [path] if path.is_absolute() else [export.parent / path, Path("/") / path]
-    return next((candidate for candidate in candidates if candidate.is_file()), None)
+    return [path] if path.is_absolute() else [export.parent / path, Path("/") / path]
 
 
-def first_pdf(written: Sequence[str], export: Path, line: int, field: str) -> tuple[Path | None, list[DroppedField]]:
-    """The first of the files an entry names that is a PDF on disk, and a dropped field for each one before it."""
+def within(path: Path, folder: Path | None) -> bool:
+    """Whether ``path`` lies in ``folder`` (an upload's folder; anywhere when None), links resolved."""
+    return folder is None or path.resolve().is_relative_to(folder.resolve())
+
+
+OUTSIDE_UPLOAD = "is outside the uploaded files: not read"
+
+
+def first_pdf(
+    written: Sequence[str], export: Path, line: int, field: str, pdfs_within: Path | None
+) -> tuple[Path | None, list[DroppedField]]:
+    """The first of the files an entry names that is a PDF on disk, and a dropped field for each one before it.
+    Given ``pdfs_within`` (an upload's folder), a path outside it is not even looked at, so an uploaded library
+    learns nothing of the server's other files."""
     missing: list[DroppedField] = []
     for path in written:
-        found = locate(path, export)
+        candidates = [candidate for candidate in _candidates(path, export) if within(candidate, pdfs_within)]
+        found = next((candidate for candidate in candidates if candidate.is_file()), None)
         if found is not None and _starts_as_pdf(found):
             return found, missing
-        why = "is not a PDF" if found is not None else f"is not on disk (absolute, or relative to {export.parent})"
+        if not candidates:
+            why = OUTSIDE_UPLOAD
+        elif found is not None:
+            why = "is not a PDF"
+        else:
+            why = f"is not on disk (absolute, or relative to {export.parent})"
         missing.append(DroppedField(export, line, field, f"{path!r} {why}"))
     return None, missing
 
@@ -175,6 +192,6 @@ def _starts_as_pdf(path: Path) -> bool:
         return False
 
 
-def with_pdf(paper: Paper, pdf: Path | None, where: tuple[Path, int]) -> Entry:
+def with_pdf(paper: Paper, pdf: Path | None) -> Entry:
     """The paper, or the paper with its PDF to read when there is one."""
-    return paper if pdf is None else Attached(paper, pdf, where)
+    return paper if pdf is None else Attached(paper, pdf)

@@ -26,7 +26,8 @@ _KINDS = {
 }
 
 
-def read_ris(path: Path) -> Iterator[Entry]:
+def read_ris(path: Path, pdfs_within: Path | None = None) -> Iterator[Entry]:
+    """The file's records, each with the PDF its ``L1`` lines name (only inside ``pdfs_within``, when given)."""
     keys = CitationKeys(path)
     records = 0
     for line, text in line_records(path, _START, _END):
@@ -43,10 +44,11 @@ def read_ris(path: Path) -> Iterator[Entry]:
             keys.check(key, line, text)
             label += f" {key!r}"
         files = [*(record.get("file_attachments1") or []), *(record.get("file_attachments2") or [])]
-        pdf, dropped = first_pdf([f for f in files if f.lower().endswith(".pdf")], path, line, "L1")
+        pdf, dropped = first_pdf([f for f in files if f.lower().endswith(".pdf")], path, line, "L1", pdfs_within)
         abstract = first(record, "abstract", "notes_abstract")
         if not isinstance(abstract, str) or not abstract.strip():
             if pdf is None:
+                yield from dropped  # why the PDFs it names could not be read
                 yield Skipped(path, line, "no_abstract", f"{label} has no abstract (AB) or PDF (L1)")
                 continue
             abstract = ""
@@ -76,7 +78,7 @@ def read_ris(path: Path) -> Iterator[Entry]:
             yield Skipped(path, line, "malformed", f"{label} is malformed: {reason}")
             continue
         yield from dropped
-        yield with_pdf(paper, pdf, (path, line))
+        yield with_pdf(paper, pdf)
     if not records:
         raise CorpusError(path, "no RIS records (no line starts with 'TY  - '): not a RIS file")
 

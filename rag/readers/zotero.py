@@ -19,7 +19,7 @@ from pathlib import Path
 
 from rag.errors import CorpusError
 from rag.papers import Attached, DroppedField, Entry, Skipped, arxiv_id, make_paper
-from rag.readers.exports import arxiv_in_note
+from rag.readers.exports import OUTSIDE_UPLOAD, arxiv_in_note, within
 
 DATABASE = "zotero.sqlite"
 # Zotero 5.0 migrated every older database to user-data schema 80; Zotero raises 'compatibility' only when a change
@@ -84,8 +84,11 @@ def is_data_dir(path: Path) -> bool:
     return path.is_dir() and (path / DATABASE).is_file()
 
 
-def read_zotero(path: Path, selection: ZoteroSelection = WHOLE_LIBRARY) -> Iterator[Entry]:
-    """The library's papers (with their PDFs as :class:`Attached`), and what was skipped and why."""
+def read_zotero(
+    path: Path, selection: ZoteroSelection = WHOLE_LIBRARY, pdfs_within: Path | None = None
+) -> Iterator[Entry]:
+    """The library's papers (with their PDFs as :class:`Attached`), and what was skipped and why; given
+    ``pdfs_within`` (an upload's folder), a linked file outside it is not looked at."""
     root = path.parent if path.name == DATABASE else path
     if not is_data_dir(root):
         raise CorpusError(
@@ -94,7 +97,7 @@ def read_zotero(path: Path, selection: ZoteroSelection = WHOLE_LIBRARY) -> Itera
             "Settings → Advanced → Files and Folders",
         )
     with _snapshot(root / DATABASE) as db:
-        yield from _Library(root, db, selection).entries()
+        yield from _Library(root, db, selection, pdfs_within).entries()
 
 
 @contextmanager
@@ -140,8 +143,10 @@ def _snapshot(database: Path) -> Iterator[sqlite3.Connection]:
 class _Library:
     """One snapshot of a library: its schema checked, its collections known, its items read batch by batch."""
 
-    def __init__(self, root: Path, db: sqlite3.Connection, selection: ZoteroSelection) -> None:
-        self.root, self.db, self.selection = root, db, selection
+    def __init__(
+        self, root: Path, db: sqlite3.Connection, selection: ZoteroSelection, pdfs_within: Path | None
+    ) -> None:
+        self.root, self.db, self.selection, self.pdfs_within = root, db, selection, pdfs_within
         self.where = root / DATABASE
         self._check_schema()
         self.paths = self._collection_paths()
@@ -353,7 +358,7 @@ class _Library:
             yield Skipped(self.where, item, "malformed", f"{label}: {str(error).split(': ', 2)[-1]}")
             return
         yield from (DroppedField(d.path, d.line, d.field, f"{label}: {d.detail}") for d in dropped)
-        yield paper if pdf is None else Attached(paper, pdf, where)
+        yield paper if pdf is None else Attached(paper, pdf)
 
     def _standalone(
         self,
@@ -376,7 +381,7 @@ class _Library:
         paper = make_paper(
             (self.where, item), title=title, abstract="", paper_id=_item_id(key, library), body_follows=True
         )
-        yield Attached(paper, pdf, (self.where, item), title_from_pdf=True)
+        yield Attached(paper, pdf, title_from_pdf=True)
 
     def _pdf(self, files: list[tuple[str, int, str | None, str | None]]) -> tuple[Path | None, list[str]]:
         """The item's first PDF that is on disk, and why each PDF attachment before it could not be used."""
@@ -405,6 +410,8 @@ class _Library:
                 return None, "is not an absolute path: not read"
         else:
             return None, "is a link, not a file"
+        if not within(path, self.pdfs_within):
+            return None, OUTSIDE_UPLOAD
         if not path.is_file():
             return None, "is not on disk (not downloaded or synced here?)"
         try:
