@@ -4,6 +4,7 @@ read for full text, its collections as filters, synced on re-ingest, and its fau
 import hashlib
 import json
 import shutil
+import sqlite3
 import tracemalloc
 from pathlib import Path
 
@@ -223,6 +224,22 @@ def test_a_locked_database_is_read_from_a_copy(library: StandardLibrary, tmp_pat
     with zotero.locked():  # Zotero running: an exclusive lock that even a reader cannot pass
         report = _ingest(copy, _env(tmp_path / "data"))
     assert report["papers"] == len(library.papers)
+
+
+def test_writes_not_yet_checkpointed_are_read(library: StandardLibrary, tmp_path: Path) -> None:
+    copy = tmp_path / "Zotero"
+    shutil.copytree(library.zotero.root, copy)
+    held = sqlite3.connect(copy / "zotero.sqlite", isolation_level=None)  # Zotero running in WAL mode, reading:
+    held.execute("PRAGMA journal_mode=WAL")  # a new item's rows sit in zotero.sqlite-wal, not yet in the database
+    held.execute("BEGIN")
+    held.execute("SELECT count(*) FROM items").fetchone()
+    try:
+        ZoteroLibrary(copy).item("journalArticle", title="A Paper Saved a Moment Ago", abstract="Still in the WAL.")
+        assert (copy / "zotero.sqlite-wal").stat().st_size > 0
+        titles = {e.title for e in read_entries(copy, "zotero") if isinstance(e, Paper)}
+    finally:
+        held.close()
+    assert "A Paper Saved a Moment Ago" in titles
 
 
 def test_what_is_not_a_readable_zotero_library_is_refused_and_the_store_untouched(
