@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypeGuard, cast
 
 import tiktoken
 from chromadb.api.types import Where
@@ -175,6 +175,9 @@ class _Read:
     unread: set[Path] = field(default_factory=set)  # a folder's export files that could not be read: passed over
     pdf_files: dict[str, Path] = field(default_factory=dict)  # a kept file's name → where it was read from
     entry_pdfs: set[Path] = field(default_factory=set)  # the PDFs entries name: not standalone papers as well
+    # Under --strict, each entry's PDF with the entry's id and version, so the changed ones are read before the store
+    # is touched.
+    attached: list[tuple[str, str, Path]] = field(default_factory=list)
     late_skips: int = 0  # entries counted in pass 1 whose PDF turned out unreadable, with no abstract to fall back on
     full_text: int = 0
     pages: int = 0
@@ -210,6 +213,8 @@ def _read_all(
                     ids.append(entry.paper_id)
                     if isinstance(entry, Attached):
                         read.entry_pdfs.add(entry.pdf.resolve())
+                        if strict:
+                            read.attached.append((entry.paper_id, entry.version(), entry.pdf))
                 elif isinstance(entry, Skipped):
                     skips.append(entry)
                 else:
@@ -282,6 +287,22 @@ def _version(entry: Paper | Attached) -> str:
     return entry.version() if isinstance(entry, Attached) else entry.content_hash
 
 
+def _current(state: PaperState | None, version: str) -> TypeGuard[PaperState]:
+    """Whether the store holds this version of a paper whole: nothing to read or embed."""
+    return state is not None and state.complete and state.content_hash == version
+
+
+def _check_changed_pdfs(read: _Read, known: dict[str, PaperState], suffix: str, settings: Settings) -> None:
+    """Under --strict, read the PDFs pass 2 will read (those of new or changed entries) before the store is touched,
+    so an unreadable one stops the ingest with the store as it was."""
+    changed = [
+        pdf for paper_id, version, pdf in read.attached if not _current(known.get(paper_id), f"{version}:{suffix}")
+    ]
+    for pdf, entry in zip(changed, read_pdfs(changed, settings.pdf), strict=True):
+        if isinstance(entry, Skipped) and entry.reason != "no_text":
+            raise CorpusError(pdf, f"{entry.detail} (--strict stops at an unreadable PDF)")
+
+
 def ingest(
     path: Path,
     fmt: str,
@@ -317,6 +338,7 @@ def ingest(
     known = manifest(stored.collection if stored else None)
     final = dict(known)  # what the store will hold: the published index must match it
     version_suffix = f"{settings.chunking.chunk_size}/{settings.chunking.chunk_overlap}"
+    _check_changed_pdfs(read, known, version_suffix, settings)
     kept_files = files_dir(settings.data_path, settings.collection)
 
     added = updated = skipped = chunks = 0
@@ -330,7 +352,7 @@ def ingest(
             for entry in batch:
                 version = f"{_version(entry)}:{version_suffix}"
                 state = known.get(entry.paper_id)
-                if state is not None and state.complete and state.content_hash == version:
+                if _current(state, version):
                     skipped += 1
                     chunks += state.n_chunks
                     continue

@@ -14,7 +14,7 @@ from rag.assistant import Assistant
 from rag.ingest import IngestReport
 from rag.readers.exports import bibtex_files
 from tests.conftest import cli, make_settings
-from tests.pdfs import latex_paper
+from tests.pdfs import latex_paper, truncated_pdf
 
 ROUTER = "Sparse Expert Routing for Protein Language Models"
 FACT = "0.00041"
@@ -140,6 +140,23 @@ def test_strict_still_fails_on_a_file_that_is_not_there(pdfs: dict[str, Path], t
     result = cli("ingest", str(folder / "Exported Items.bib"), "--strict", env=env)
     assert result.exit_code == 2 and "field 'file'" in result.output and "--strict" in result.output
     assert json.loads(cli("collections", "list", "--json", env=env).stdout) == []
+
+
+def test_strict_stops_at_an_unreadable_pdf_before_the_store_is_touched(pdfs: dict[str, Path], tmp_path: Path) -> None:
+    damaged = truncated_pdf(tmp_path / "damaged.pdf")  # starts as a PDF: only reading it finds the fault
+    bib = tmp_path / "library.bib"
+    bib.write_text(
+        f"@article{{router,\n  title = {{{ROUTER}}},\n  file = {{{pdfs['router']}}}\n}}\n"
+        f"@article{{cut,\n  title = {{A Cut Download}},\n  abstract = {{Half a file.}},\n  file = {{{damaged}}}\n}}\n"
+    )
+    env = {"RAG_DATA_DIR": str(tmp_path / "data"), "RAG_INGEST__BATCH_PAPERS": "1"}  # the router paper's batch first
+    result = cli("ingest", str(bib), "--strict", env=env)
+    assert result.exit_code == 2 and "damaged.pdf" in result.output and "--strict" in result.output
+    assert json.loads(cli("collections", "list", "--json", env=env).stdout) == []
+    report = json.loads(cli("ingest", str(bib), "--json", env=env).stdout)
+    assert (report["papers"], report["full_text"]) == (2, 1)  # without --strict: the cut one keeps its abstract
+    again = cli("ingest", str(bib), "--strict", env=env)  # nothing changed: no PDF needs reading, nothing to stop at
+    assert again.exit_code == 0
 
 
 def test_an_uploaded_library_reads_its_own_pdfs_and_no_other_file_of_the_server(
