@@ -31,6 +31,7 @@ from rag.readers.arxiv import read_arxiv
 from rag.readers.beir import read_beir
 from rag.readers.bibtex import read_bibtex
 from rag.readers.csljson import read_csljson
+from rag.readers.exports import is_pdf
 from rag.readers.ris import read_ris
 from rag.readers.seed import read_seed
 from rag.readers.tabular import read_csv, read_jsonl
@@ -132,12 +133,6 @@ def sniff_format(path: Path) -> str:
 
 # What a folder's files may be, besides PDFs (found by content): anything else is passed over, and said so.
 EXPORT_SUFFIXES = frozenset({".bib", ".ris", ".json", ".jsonl", ".ndjson", ".csv", ".tsv", ".txt"})
-
-
-def is_pdf(path: Path) -> bool:
-    """Whether the file is a PDF by its first bytes (a PDF may start with junk before ``%PDF-``; readers allow 1 KB)."""
-    with path.open("rb") as handle:
-        return b"%PDF-" in handle.read(1024)
 
 
 def corpus_files(path: Path, fmt: str = "auto") -> tuple[list[tuple[Path, str]], list[Path]]:

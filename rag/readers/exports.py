@@ -172,24 +172,28 @@ def first_pdf(
     for path in written:
         candidates = [candidate for candidate in _candidates(path, export) if within(candidate, pdfs_within)]
         found = next((candidate for candidate in candidates if candidate.is_file()), None)
-        if found is not None and _starts_as_pdf(found):
+        if found is None:
+            why = OUTSIDE_UPLOAD if not candidates else f"is not on disk (absolute, or relative to {export.parent})"
+        elif (problem := pdf_problem(found)) is None:
             return found, missing
-        if not candidates:
-            why = OUTSIDE_UPLOAD
-        elif found is not None:
-            why = "is not a PDF"
         else:
-            why = f"is not on disk (absolute, or relative to {export.parent})"
+            why = problem
         missing.append(DroppedField(export, line, field, f"{path!r} {why}"))
     return None, missing
 
 
-def _starts_as_pdf(path: Path) -> bool:
+def is_pdf(path: Path) -> bool:
+    """Whether the file is a PDF by its first bytes (a PDF may start with junk before ``%PDF-``; readers allow 1 KB)."""
+    with path.open("rb") as handle:
+        return b"%PDF-" in handle.read(1024)
+
+
+def pdf_problem(path: Path) -> str | None:
+    """Why the file on disk at ``path`` is not a PDF to read, or None when it is one."""
     try:
-        with path.open("rb") as handle:
-            return b"%PDF-" in handle.read(1024)
-    except OSError:
-        return False
+        return None if is_pdf(path) else "is not a PDF"
+    except OSError as error:
+        return f"cannot be read ({error.strerror})"
 
 
 def with_pdf(paper: Paper, pdf: Path | None) -> Entry:

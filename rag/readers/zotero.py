@@ -19,7 +19,7 @@ from pathlib import Path
 
 from rag.errors import CorpusError
 from rag.papers import Attached, DroppedField, Entry, Skipped, arxiv_id, make_paper
-from rag.readers.exports import OUTSIDE_UPLOAD, arxiv_in_note, within
+from rag.readers.exports import OUTSIDE_UPLOAD, arxiv_in_note, pdf_problem, within
 
 DATABASE = "zotero.sqlite"
 # Zotero 5.0 migrated every older database to user-data schema 80; Zotero raises 'compatibility' only when a change
@@ -414,12 +414,8 @@ class _Library:
             return None, OUTSIDE_UPLOAD
         if not path.is_file():
             return None, "is not on disk (not downloaded or synced here?)"
-        try:
-            with path.open("rb") as handle:
-                if b"%PDF-" not in handle.read(1024):
-                    return None, "is not a PDF"
-        except OSError as error:
-            return None, f"cannot be read ({error.strerror})"
+        if problem := pdf_problem(path):
+            return None, problem
         return path, ""
 
 
